@@ -1,0 +1,1 @@
+"""Entry points: the ``dcrn`` command line and the PyQt6 desktop window."""

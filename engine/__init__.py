@@ -1,0 +1,1 @@
+"""Streaming: sources, capture, ring buffer, preprocess, backends, state slots, postprocess, sinks."""

@@ -1,0 +1,42 @@
+"""What flows between the streaming stages: frames from capture, and stream events."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One decoded frame as it leaves a source."""
+
+    stream: str  # stream name, unique within a run ("cam0", "synthetic", ...)
+    seq: int  # per-stream sequence number of decoded frames, 0-based, never reused within a run
+    pts: float  # source presentation time in seconds (for live sources: since the stream was opened)
+    image: np.ndarray  # (H, W, 3) uint8 RGB, C-contiguous
+    wall: float = field(default_factory=time.time)  # wall-clock time of capture (records' "wall")
+    captured: float = field(default_factory=time.monotonic)  # monotonic time of capture (latency accounting)
+    discontinuity: bool = False  # first frame after open, reconnect, loop or seek: reset this stream's state
+    label: int | None = None  # ground-truth class index, when the source knows it (synthetic streams)
+
+
+# Event names of the record schema (DESIGN.md) that the engine emits about streams.
+STREAM_LOST = "stream_lost"
+STREAM_RESTORED = "stream_restored"
+STREAM_ENDED = "stream_ended"
+ACTION_STARTED = "action_started"
+ACTION_ENDED = "action_ended"
+
+
+@dataclass
+class StreamEvent:
+    """Something that happened to a stream (not a prediction): lost, restored, ended."""
+
+    event: str  # one of STREAM_LOST, STREAM_RESTORED, STREAM_ENDED
+    stream: str
+    frame: int  # seq of the last frame before (lost/ended) or the first after (restored) the event
+    pts: float
+    wall: float = field(default_factory=time.time)
+    detail: str = ""  # a short human reason ("read timeout", "connection refused"), credentials redacted

@@ -1,0 +1,109 @@
+"""The Deep Convolutional Recurrent Network: per-frame CNN -> recurrent cell -> softmax head.
+
+One set of weights, two forward modes:
+
+* ``forward_sequence(clip)`` for training: the encoder runs on all B*T frames at once, the cell walks T.
+* ``step(frame, state)`` for streaming: one frame in, one prediction out, the state handed back.
+
+Running ``step`` frame by frame from ``initial_state`` reproduces ``forward_sequence`` (tested to 1e-5).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .cells import State, build_cell
+from .config import DCRNConfig
+from .encoders import build_encoder
+from .errors import ConfigError
+
+
+class DCRN(nn.Module):
+    def __init__(self, config: DCRNConfig, *, load_pretrained: bool = True) -> None:
+        """Build the network; ``load_pretrained=False`` skips ImageNet weights (a checkpoint follows)."""
+        super().__init__()
+        self.config = config
+        self.encoder = build_encoder(config, pretrained=config.pretrained and load_pretrained)
+        map_shape = _output_shape(self.encoder, config.input_size)  # (C, h, w)
+        if config.is_conv_cell:
+            self.to_cell_input = nn.Identity()
+            self.feature_shape = map_shape
+        elif config.pool == "avg":
+            self.to_cell_input = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.feature_shape = (map_shape[0],)
+        else:
+            self.to_cell_input = nn.Flatten()
+            self.feature_shape = (map_shape[0] * map_shape[1] * map_shape[2],)
+        self.cell = build_cell(config.cell, self.feature_shape, config.hidden_size, config.cell_kernel)
+        self.state_shapes = [tuple(s) for s in self.cell.state_shapes(self.feature_shape)]
+        head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if config.is_conv_cell else []
+        head.append(nn.Dropout(config.dropout))
+        if config.head_hidden:
+            head += [nn.Linear(config.hidden_size, config.head_hidden), nn.ReLU(inplace=True)]
+            head.append(nn.Linear(config.head_hidden, config.num_classes))
+        else:
+            head.append(nn.Linear(config.hidden_size, config.num_classes))
+        self.head = nn.Sequential(*head)
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.cell.state_names
+
+    def initial_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """Zero state for ``batch_size`` streams: a tuple of (B, ...) tensors, never resized later."""
+        ref = next(self.parameters())
+        device = ref.device if device is None else device
+        dtype = ref.dtype if dtype is None else dtype
+        return tuple(torch.zeros((batch_size, *shape), device=device, dtype=dtype) for shape in self.state_shapes)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised frames -> (N, *feature_shape) cell inputs."""
+        return self.to_cell_input(self.encoder(frames))
+
+    def forward_features(self, features: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Run the cell and head over encoded features (B, T, *feature_shape) -> logits (B, T, C), state."""
+        batch, steps = features.shape[:2]
+        if state is None:
+            state = self.initial_state(batch, features.device, features.dtype)
+        outputs = []
+        for t in range(steps):
+            out, state = self.cell(features[:, t], state)
+            outputs.append(out)
+        hidden = torch.stack(outputs, dim=1).flatten(0, 1)  # (B*T, hidden[, h, w])
+        return self.head(hidden).unflatten(0, (batch, steps)), state  # (B, T, C)
+
+    def forward_sequence(
+        self, clip: torch.Tensor, state: State | None = None, *, return_state: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, State]:
+        """Clip (B, T, 3, H, W) -> logits (B, T, C), a prediction at every frame."""
+        batch, steps = clip.shape[:2]
+        features = self.encode(clip.flatten(0, 1)).unflatten(0, (batch, steps))  # (B, T, *feature_shape)
+        logits, state = self.forward_features(features, state)
+        return (logits, state) if return_state else logits
+
+    def step(self, frame: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One frame (B, 3, H, W) and the previous state -> logits (B, C) and the next state."""
+        out, state = self.cell(self.encode(frame), state)
+        return self.head(out), state
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.forward_sequence(clip)
+
+
+def _output_shape(encoder: nn.Module, size: int) -> tuple[int, int, int]:
+    """Per-sample shape of the encoder's feature map for size x size input, found by a dry run."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            shape = tuple(encoder(torch.zeros(1, 3, size, size)).shape[1:])
+    except RuntimeError as exc:
+        raise ConfigError(f"input_size {size} is too small for this encoder ({exc})") from None
+    finally:
+        encoder.train(was_training)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"the encoder gives an empty feature map at input size {size}: {shape}")
+    return shape

@@ -1,0 +1,84 @@
+"""Per-frame encoders: x_t (B, 3, H, W) -> feature map f_t (B, C, h, w)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from .config import DCRNConfig
+from .errors import PretrainedWeightsUnavailable
+
+
+class SeedCNN(nn.Module):
+    """The article's small CNN: blocks of Conv 3x3 + ReLU + MaxPool 2x2."""
+
+    def __init__(self, widths: tuple[int, ...], padding: str = "same", in_channels: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in widths:
+            layers += [
+                nn.Conv2d(in_channels, width, kernel_size=3, padding=1 if padding == "same" else 0),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            in_channels = width
+        self.blocks = nn.Sequential(*layers)
+        self.out_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)  # (B, C, H / 2^n, W / 2^n)
+
+
+# name -> (torchvision weights enum name, channels of the final feature map)
+_BACKBONES = {
+    "mobilenet_v2": ("MobileNet_V2_Weights", 1280),
+    "mobilenet_v3_small": ("MobileNet_V3_Small_Weights", 576),
+    "resnet18": ("ResNet18_Weights", 512),
+    "efficientnet_b0": ("EfficientNet_B0_Weights", 1280),
+}
+
+
+class TorchvisionEncoder(nn.Module):
+    """A torchvision classification backbone without its classifier, built by torchvision's own API."""
+
+    def __init__(self, name: str, pretrained: bool = False) -> None:
+        super().__init__()
+        import torchvision
+
+        weights_name, channels = _BACKBONES[name]
+        weights = getattr(torchvision.models, weights_name).IMAGENET1K_V1 if pretrained else None
+        net = torchvision.models.get_model(name, weights=None)
+        if weights is not None:
+            net.load_state_dict(_imagenet_state_dict(name, weights))
+        if name == "resnet18":
+            self.features = nn.Sequential(*list(net.children())[:-2])  # drop avgpool and fc
+        else:
+            self.features = net.features
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, C, H / 32, W / 32)
+
+
+def _imagenet_state_dict(name: str, weights) -> dict:
+    """Load ImageNet weights through torchvision's weights API (torch's cache first, then download)."""
+    filename = Path(urlparse(weights.url).path).name
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # urllib, socket and hash errors all mean the same thing to the user
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PretrainedWeightsUnavailable(
+            f"ImageNet weights for {name} are not in torch's cache ({cached}) and could not be "
+            f"downloaded ({reason}); put {filename} there, or set TORCH_HOME to a folder whose "
+            f"hub/checkpoints/ holds it"
+        ) from None
+
+
+def build_encoder(config: DCRNConfig, pretrained: bool) -> nn.Module:
+    if config.encoder == "seed":
+        return SeedCNN(config.encoder_widths, config.encoder_padding)
+    return TorchvisionEncoder(config.encoder, pretrained=pretrained)

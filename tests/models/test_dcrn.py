@@ -1,0 +1,108 @@
+"""The core invariant: streaming ``step`` reproduces ``forward_sequence`` for every encoder x cell."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dcrn.models import DCRN, ConfigError, DCRNConfig
+from dcrn.models.config import CELLS, ENCODERS
+
+BATCH, STEPS = 3, 16
+
+
+def small_config(encoder: str, cell: str) -> DCRNConfig:
+    # Torchvision backbones downsample 32x: 64 px keeps a 2x2 map, so convolutional cells stay spatial.
+    size = 32 if encoder == "seed" else 64
+    return DCRNConfig(
+        encoder=encoder, cell=cell, num_classes=5, input_size=size, hidden_size=8, encoder_widths=(8, 16), cell_kernel=3
+    )
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_step_by_step_reproduces_forward_sequence(encoder, cell):
+    config = small_config(encoder, cell)
+    model = DCRN(config).eval()
+    clip = torch.randn(BATCH, STEPS, 3, config.input_size, config.input_size)  # (B, T, 3, H, W)
+    with torch.no_grad():
+        offline = model.forward_sequence(clip)  # (B, T, C)
+        state = model.initial_state(batch_size=BATCH)
+        shapes = [s.shape for s in state]
+        online = []
+        for t in range(STEPS):
+            logits, state = model.step(clip[:, t], state)
+            assert [s.shape for s in state] == shapes, "state must keep its shape at every step"
+            online.append(logits)
+    online = torch.stack(online, dim=1)
+    assert offline.shape == (BATCH, STEPS, config.num_classes)
+    assert (online - offline).abs().max().item() <= 1e-5
+
+
+def test_convolutional_cells_keep_the_spatial_map():
+    model = DCRN(DCRNConfig(encoder="seed", cell="convlstm", input_size=32, encoder_widths=(8, 16), hidden_size=4))
+    h, c = model.initial_state(batch_size=2)
+    assert h.shape == c.shape == (2, 4, 8, 8)  # 32 px / 2 / 2
+
+
+def test_forward_sequence_continues_from_a_given_state():
+    model = DCRN(DCRNConfig(input_size=32, encoder_widths=(8,), hidden_size=8)).eval()
+    clip = torch.randn(2, 10, 3, 32, 32)
+    with torch.no_grad():
+        whole = model.forward_sequence(clip)
+        first, state = model.forward_sequence(clip[:, :4], return_state=True)
+        rest = model.forward_sequence(clip[:, 4:], state)
+    assert torch.allclose(torch.cat([first, rest], dim=1), whole, atol=1e-6)
+
+
+def test_seed_preset_has_the_articles_layers():
+    model = DCRN(DCRNConfig.seed(num_classes=4))
+    conv, relu, pool = model.encoder.blocks
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.padding) == (3, 32, (3, 3), (0, 0))
+    assert isinstance(relu, torch.nn.ReLU)
+    assert isinstance(pool, torch.nn.MaxPool2d) and pool.kernel_size == 2
+    assert isinstance(model.to_cell_input, torch.nn.Flatten)
+    assert model.feature_shape == (32 * 31 * 31,)  # 64 -> conv valid 62 -> pool 31
+    assert isinstance(model.cell.cell, torch.nn.LSTMCell) and model.cell.cell.hidden_size == 64
+    dense1, dense2 = (m for m in model.head if isinstance(m, torch.nn.Linear))
+    assert (dense1.in_features, dense1.out_features, dense2.out_features) == (64, 64, 4)
+    probs = model.forward_sequence(torch.rand(1, 3, 3, 64, 64)).softmax(-1)
+    assert torch.allclose(probs.sum(-1), torch.ones(1, 3))
+
+
+def test_seed_preset_trains_on_a_tiny_batch():
+    model = DCRN(DCRNConfig.seed(num_classes=3))
+    clips = torch.rand(6, 4, 3, 64, 64)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    clips[labels == 1] *= 0.3  # make the classes separable by brightness
+    clips[labels == 2, :, 0] = 1.0
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(25):
+        logits = model.forward_sequence(clips)  # (B, T, C)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(4))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cell": "rnn9"}, "cell must be one of"),
+        ({"encoder": "vgg"}, "encoder must be one of"),
+        ({"num_classes": 2, "labels": ("a",)}, "labels must name all 2 classes"),
+        ({"input_size": 8}, "input_size must be >= 16"),
+    ],
+)
+def test_bad_config_names_the_problem(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        DCRNConfig(**kwargs)
+
+
+def test_input_too_small_for_the_encoder_is_a_config_error():
+    with pytest.raises(ConfigError, match="too small"):
+        DCRN(DCRNConfig(encoder="seed", encoder_widths=(8, 8, 8, 8, 8), input_size=16))
