@@ -1,0 +1,1 @@
+"""The PyQt6 desktop window: widgets, the engine worker, and the composition root."""
