@@ -1,0 +1,30 @@
+"""``dcrn gui``: the desktop window with live video and prediction overlays."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        metavar="URI",
+        help="start on this source: a camera index, rtsp:// or http(s):// URL, video file or 'synthetic:' "
+        "(default: the last source used, or the demo stream)",
+    )
+    parser.add_argument(
+        "--model", metavar="CKPT", help="checkpoint path or shipped model name (default: the last used, or 'default')"
+    )
+    parser.add_argument("--backend", default="torch", help="inference backend: torch, onnxruntime, tensorrt")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--settings",
+        metavar="PATH",
+        help="keep the window's settings in this INI file instead of the per-user location (also $DCRN_GUI_SETTINGS)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from dcrn.app.gui.main import run_gui  # Qt is imported only when the window is wanted
+
+    return run_gui(args.source, args.model, backend=args.backend, device=args.device, settings_path=args.settings)

@@ -1,0 +1,329 @@
+"""The controller: turns the window's intents into engine sessions and engine signals into display calls.
+
+It runs on the GUI thread only. Each session is one :class:`EngineWorker`; a source or model switch stops
+the old worker (without waiting) and starts a new one, and signals from a worker that is no longer
+current are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections import deque
+from pathlib import Path
+
+from PyQt6.QtCore import QObject, Qt, QTimer
+
+from dcrn.models import shipped_models
+
+from .cameras import CameraProbe
+from .event_list import EventRow
+from .settings import GuiSettings, SettingsStore
+from .source_panel import DEMO_SOURCE, Choice
+from .video_view import Overlay
+from .window import MainWindow
+from .worker import EngineWorker, SessionSpec, Shown, redact, redact_text
+
+log = logging.getLogger(__name__)
+
+STALL_AFTER_S = 2.0  # no frame for this long while live -> "stalled"
+REFRESH_MS = 500  # status bar refresh and stall check
+
+
+class FpsMeter:
+    """Frames per second over the last ``window_s`` seconds: ``tick()`` per frame, read ``fps``."""
+
+    def __init__(self, window_s: float = 2.0) -> None:
+        self.window_s = window_s
+        self._ticks: deque[float] = deque(maxlen=1000)
+
+    def tick(self) -> None:
+        self._ticks.append(time.monotonic())
+
+    def reset(self) -> None:
+        self._ticks.clear()
+
+    @property
+    def fps(self) -> float | None:
+        now = time.monotonic()
+        while self._ticks and now - self._ticks[0] > self.window_s:
+            self._ticks.popleft()
+        if len(self._ticks) < 2:
+            return None
+        return (len(self._ticks) - 1) / max(1e-6, self._ticks[-1] - self._ticks[0])
+
+
+def describe_source(uri: str) -> str:
+    """Short, credential-free text for a source URI."""
+    if uri == DEMO_SOURCE or uri.startswith(DEMO_SOURCE + "?"):
+        return "Demo stream" if uri == DEMO_SOURCE else f"Demo stream ({uri[len(DEMO_SOURCE) + 1 :]})"
+    if uri.strip().isdigit():
+        return f"Camera {int(uri)}"
+    return redact(uri)
+
+
+def describe_model(model: str) -> str:
+    """``default (shipped)`` for a shipped model's name, the file name for a checkpoint path."""
+    if model in shipped_models() or not any(c in model for c in "/\\."):
+        return f"{model} (shipped)"
+    return Path(model).name
+
+
+class Controller(QObject):
+    def __init__(self, window: MainWindow, store: SettingsStore, *, backend: str = "torch", device: str = "cpu"):
+        super().__init__(window)
+        self.window = window
+        self.store = store
+        self.settings: GuiSettings = store.load()
+        self.backend = backend
+        self.device = device
+        self.worker: EngineWorker | None = None
+        self.stopping: list[EngineWorker] = []
+        self.cameras: list[int] = []
+        self.status = "idle"
+        self.meter = FpsMeter()
+        self.latencies: deque[float] = deque(maxlen=60)
+        self.model_ms: float | None = None
+        self.engine_dropped = 0
+        self.last_frame_at = 0.0
+        self.failed = False
+        self.first_prediction_s: float | None = None  # seconds from start to the first frame shown
+        self._started_at = 0.0
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(REFRESH_MS)
+        self.timer.timeout.connect(self._refresh)
+        self.timer.start()
+        self.probe = CameraProbe(self)
+        self.probe.found.connect(self._cameras_found, Qt.ConnectionType.QueuedConnection)
+        self.probe.start()
+
+        window.start_stop_requested.connect(self.toggle)
+        window.source_chosen.connect(self.choose_source)
+        window.model_chosen.connect(self.choose_model)
+        window.snapshot_requested.connect(self.snapshot)
+        window.save_events_requested.connect(self.save_events)
+        window.closing.connect(self.shutdown)
+        if self.settings.geometry:
+            window.restoreGeometry(self.settings.geometry)
+        self._refresh_choices()
+
+    # -- intents ---------------------------------------------------------------------------------------
+    def toggle(self) -> None:
+        if self.worker is not None:
+            self.stop()
+        else:
+            self.start()
+
+    def choose_source(self, uri: str) -> None:
+        uri = uri.strip()
+        if uri and uri != DEMO_SOURCE and not uri.isdigit():
+            self.settings.remember_source(uri)
+        self.start(source=uri)
+
+    def choose_model(self, model: str) -> None:
+        if model not in shipped_models() and model != "default":
+            self.settings.remember_model(model)
+        self.settings.model = model
+        self._refresh_choices()
+        if self.worker is not None:
+            self.start()
+        else:
+            self._save()
+
+    def start(self, source: str | None = None, model: str | None = None) -> None:
+        """(Re)start on ``source`` / ``model``, or on the remembered ones."""
+        self._retire()
+        self.settings.source = source or self.settings.source or DEMO_SOURCE
+        self.settings.model = model or self.settings.model or "default"
+        spec = SessionSpec(self.settings.source, self.settings.model, backend=self.backend, device=self.device)
+        worker = EngineWorker(spec, self)
+        queued = Qt.ConnectionType.QueuedConnection
+        worker.frame_ready.connect(lambda shown, w=worker: self._on_frame(w, shown), queued)
+        worker.record.connect(lambda record, w=worker: self._on_record(w, record), queued)
+        worker.failed.connect(lambda message, w=worker: self._on_failed(w, message), queued)
+        worker.finished.connect(lambda w=worker: self._on_finished(w), queued)
+        self.worker = worker
+        self.failed = False
+        self.meter.reset()
+        self.latencies.clear()
+        self.model_ms = None
+        self.engine_dropped = 0
+        self.first_prediction_s = None
+        self._started_at = time.monotonic()
+        source_text, model_text = describe_source(spec.source), describe_model(spec.model)
+        self.window.clear_error()
+        self.window.view.clear()
+        self.window.view.overlay.source = source_text
+        self.window.bars.clear()
+        self.window.set_session(source_text, model_text)
+        self.window.set_running(True)
+        self._set_status("connecting")
+        self._event("session_started", f"{source_text} · {model_text}")
+        self._refresh_choices()
+        self._save()
+        log.info("starting %s with model %s", source_text, model_text)
+        worker.start()
+
+    def stop(self) -> None:
+        if self.worker is None:
+            return
+        self._retire()
+        self._set_status("stopped")
+        self._event("session_stopped", "")
+        self.window.set_running(False)
+
+    def snapshot(self) -> Path | None:
+        image = self.window.view.snapshot()
+        if image is None:
+            self.window.notify("No frame to save yet")
+            return None
+        folder = Path(self.settings.snapshot_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
+        path = folder / f"dcrn-{stamp}.png"
+        if not image.save(str(path), "PNG"):
+            self.window.show_error(f"Could not write the snapshot to {path}")
+            return None
+        self.window.notify(f"Snapshot saved: {path}")
+        log.info("snapshot saved to %s", path)
+        return path
+
+    def save_events(self, path: str) -> None:
+        try:
+            saved = self.window.events.save(path)
+        except OSError as exc:
+            self.window.show_error(f"Could not save the events: {exc}")
+            return
+        self.window.notify(f"Events saved: {saved}")
+
+    def shutdown(self, timeout: float = 1.5) -> bool:
+        """Stop every engine thread; True when all ended within ``timeout`` seconds."""
+        self.timer.stop()
+        self._retire()
+        deadline = time.monotonic() + timeout
+        for worker in list(self.stopping):
+            if worker.join(max(0.0, deadline - time.monotonic())):
+                self.stopping.remove(worker)
+        self.probe.join(max(0.0, deadline - time.monotonic()))
+        self.settings.geometry = bytes(self.window.saveGeometry())
+        self._save()
+        if self.stopping:
+            log.warning("%d engine thread(s) still running after %.1f s", len(self.stopping), timeout)
+        return not self.stopping
+
+    # -- engine signals ----------------------------------------------------------------------------------
+    def _on_frame(self, worker: EngineWorker, shown: Shown) -> None:
+        worker.frame_painted()
+        if worker is not self.worker:
+            return
+        now = time.monotonic()
+        if self.first_prediction_s is None:
+            self.first_prediction_s = now - self._started_at
+            log.info("first prediction after %.2f s", self.first_prediction_s)
+        self.last_frame_at = now
+        self.meter.tick()
+        self.latencies.append((now - shown.captured) * 1000.0)
+        p = shown.prediction
+        if p.get("latency_ms") is not None:
+            self.model_ms = float(p["latency_ms"])
+        if self.status != "live":
+            self._set_status("live")
+        overlay = Overlay(
+            label=str(p.get("label", "")),
+            score=float(p.get("score", 0.0)),
+            status=self.status,
+            source=self.window.view.overlay.source,
+            truth=shown.truth,
+        )
+        self.window.show_frame(shown.image, overlay, p.get("top", []))
+
+    def _on_record(self, worker: EngineWorker, record: dict) -> None:
+        if worker is not self.worker:
+            return
+        if record.get("type") == "stats":
+            self.engine_dropped = int(record.get("dropped") or 0)
+            return
+        if record.get("type") != "event":
+            return
+        name = str(record.get("event", ""))
+        if name in ("action_started", "action_ended"):
+            score = record.get("score")
+            detail = f"{record.get('label', '')}" + (f"  {float(score) * 100:.0f}%" if score is not None else "")
+        else:
+            detail = redact_text(str(record.get("detail", "") or ""), worker.spec.source)
+        self._event(name, detail, wall=record.get("wall"), pts=record.get("pts"), stream=str(record.get("stream", "")))
+        if name == "stream_lost":
+            self._set_status("reconnecting")
+        elif name == "stream_restored":
+            self._set_status("live")
+        elif name == "stream_ended":
+            self._set_status("ended")
+
+    def _on_failed(self, worker: EngineWorker, message: str) -> None:
+        if worker is not self.worker:
+            return
+        self.failed = True
+        self.window.show_error(message)
+        self._event("error", message)
+        self._set_status("error")
+
+    def _on_finished(self, worker: EngineWorker) -> None:
+        if worker in self.stopping:
+            self.stopping.remove(worker)
+        if worker is not self.worker:
+            return
+        self.worker = None
+        self.window.set_running(False)
+        if not self.failed:
+            if self.status != "ended":
+                self._event("stream_ended", "")
+            self._set_status("ended")
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _retire(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.stopping.append(self.worker)
+            self.worker = None
+        for worker in self.stopping:
+            worker.stop()
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        self.window.set_status(status)
+
+    def _event(self, name: str, detail: str, *, wall=None, pts=None, stream: str = "") -> None:
+        row = EventRow(float(wall) if wall is not None else time.time(), name, detail, stream, pts)
+        self.window.add_event(row)
+
+    def _refresh(self) -> None:
+        if self.status == "live" and time.monotonic() - self.last_frame_at > STALL_AFTER_S:
+            self._set_status("stalled")
+        latency = statistics.median(self.latencies) if self.latencies else None
+        dropped = self.engine_dropped + (self.worker.display_dropped if self.worker else 0)
+        running = self.status in ("live", "stalled")
+        self.window.set_stats(self.meter.fps if running else None, latency, self.model_ms, dropped)
+
+    def _cameras_found(self, cameras: list) -> None:
+        self.cameras = [int(i) for i in cameras]
+        self._refresh_choices()
+
+    def _refresh_choices(self) -> None:
+        s = self.settings
+        sources = [Choice(DEMO_SOURCE, describe_source(DEMO_SOURCE))]
+        sources += [Choice(str(i), describe_source(str(i))) for i in self.cameras]
+        sources += [Choice(uri, describe_source(uri)) for uri in s.recent_sources]
+        if s.source not in [c.value for c in sources]:
+            sources.append(Choice(s.source, describe_source(s.source)))
+        models = [Choice(name, describe_model(name)) for name in shipped_models()]
+        if "default" not in shipped_models():
+            models.insert(0, Choice("default", "default (shipped)"))
+        models += [Choice(path, describe_model(path)) for path in s.recent_models if path not in shipped_models()]
+        if s.model not in [c.value for c in models]:
+            models.append(Choice(s.model, describe_model(s.model)))
+        self.window.set_choices(sources, s.source, models, s.model)
+
+    def _save(self) -> None:
+        self.store.save(self.settings)

@@ -1,0 +1,103 @@
+"""The composition root: builds the application, window and controller, wires the shortcuts, runs.
+
+``dcrn gui`` and ``dcrn demo --gui`` both call :func:`run_gui`. Ctrl+C in the terminal and SIGTERM close
+the window the normal way (every engine thread stopped, settings saved) and the exit code is 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from PyQt6.QtCore import QTimer
+from PyQt6.QtGui import QKeySequence
+from PyQt6.QtWidgets import QApplication
+
+from .controller import Controller
+from .settings import SettingsStore
+from .window import MainWindow
+
+log = logging.getLogger(__name__)
+
+# Every keyboard shortcut of the window, in one place: action name -> keys.
+SHORTCUTS: dict[str, tuple[str, ...]] = {
+    "start_stop": ("Space", "F5"),
+    "snapshot": ("Ctrl+S",),
+    "save_events": ("Ctrl+E",),
+    "open_url": ("Ctrl+L",),
+    "open_file": ("Ctrl+O",),
+    "open_model": ("Ctrl+M",),
+    "demo": ("Ctrl+D",),
+    "quit": ("Ctrl+Q",),
+}
+SIGNAL_POLL_MS = 100  # lets the Python interpreter run signal handlers while Qt's loop waits
+
+
+@dataclass
+class Gui:
+    app: QApplication
+    window: MainWindow
+    controller: Controller
+
+
+def wire_shortcuts(window: MainWindow) -> None:
+    for name, keys in SHORTCUTS.items():
+        action = window.actions[name]
+        action.setShortcuts([QKeySequence(k) for k in keys])
+        window.addAction(action)  # active while the window has focus, menu open or not
+
+
+def build(settings_path: str | os.PathLike | None = None, *, backend: str = "torch", device: str = "cpu") -> Gui:
+    """The application, window and controller, wired; nothing started yet."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("DCRN Live")
+    window = MainWindow()
+    controller = Controller(window, SettingsStore(settings_path), backend=backend, device=device)
+    wire_shortcuts(window)
+    return Gui(app, window, controller)  # type: ignore[arg-type]
+
+
+@contextmanager
+def close_on_signals(window: MainWindow) -> Iterator[None]:
+    """SIGINT and SIGTERM close the window (as its close button does) while the event loop runs."""
+    previous = {}
+
+    def handler(signum: int, frame) -> None:
+        log.info("%s received: closing the window", signal.Signals(signum).name)
+        QTimer.singleShot(0, window.close)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    poll = QTimer()
+    poll.timeout.connect(lambda: None)
+    poll.start(SIGNAL_POLL_MS)
+    try:
+        yield
+    finally:
+        poll.stop()
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def run_gui(
+    source: str | None = None,
+    model: str | None = None,
+    *,
+    backend: str = "torch",
+    device: str = "cpu",
+    settings_path: str | os.PathLike | None = None,
+) -> int:
+    """Open the window and start on ``source`` / ``model`` (default: the last ones used); returns 0."""
+    gui = build(settings_path, backend=backend, device=device)
+    gui.app.setQuitOnLastWindowClosed(True)
+    gui.window.show()
+    gui.controller.start(source=source, model=model)
+    with close_on_signals(gui.window):
+        gui.app.exec()
+    gui.controller.shutdown()  # no-op when the window's close already stopped everything
+    return 0

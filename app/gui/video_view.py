@@ -1,0 +1,148 @@
+"""The live video with the prediction overlay painted on top."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PyQt6.QtCore import QRect, QRectF, QSize, Qt
+from PyQt6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPaintEvent
+from PyQt6.QtWidgets import QSizePolicy, QWidget
+
+STATUS_COLORS = {
+    "idle": QColor(120, 120, 120),
+    "connecting": QColor(230, 160, 30),
+    "live": QColor(210, 40, 40),
+    "stalled": QColor(230, 160, 30),
+    "reconnecting": QColor(230, 160, 30),
+    "ended": QColor(120, 120, 120),
+    "error": QColor(170, 30, 30),
+}
+
+
+@dataclass
+class Overlay:
+    """What is written over the video."""
+
+    label: str = ""
+    score: float = 0.0
+    status: str = "idle"
+    source: str = ""  # redacted
+    truth: str | None = None  # ground truth, when the source knows it
+
+
+class VideoView(QWidget):
+    """Paints the newest frame scaled to fit (aspect kept) and the overlay in screen pixels."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumSize(320, 240)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.image: QImage | None = None
+        self.overlay = Overlay()
+        self.frames_painted = 0
+
+    def sizeHint(self) -> QSize:
+        return QSize(800, 600)
+
+    def show_frame(self, image: QImage, overlay: Overlay) -> None:
+        self.image = image
+        self.overlay = overlay
+        self.update()
+
+    def set_status(self, status: str) -> None:
+        self.overlay.status = status
+        self.update()
+
+    def clear(self) -> None:
+        self.image = None
+        self.overlay = Overlay(status=self.overlay.status, source=self.overlay.source)
+        self.update()
+
+    def snapshot(self) -> QImage | None:
+        """The current frame at its own resolution with the overlay drawn on it."""
+        if self.image is None:
+            return None
+        out = self.image.convertToFormat(QImage.Format.Format_RGB32)
+        painter = QPainter(out)
+        paint_overlay(painter, QRect(0, 0, out.width(), out.height()), self.overlay)
+        painter.end()
+        return out
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(18, 18, 18))
+        target = self.rect()
+        if self.image is not None and not self.image.isNull():
+            size = self.image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            target = QRect(0, 0, size.width(), size.height())
+            target.moveCenter(self.rect().center())
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+            painter.drawImage(target, self.image)
+            self.frames_painted += 1
+        else:
+            painter.setPen(QColor(170, 170, 170))
+            painter.setFont(_font(self.rect(), 0.04, bold=False))
+            text = {"connecting": "Connecting…", "error": "Not running"}.get(self.overlay.status, "No video")
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, text)
+        paint_overlay(painter, target, self.overlay)
+        painter.end()
+
+
+def paint_overlay(painter: QPainter, rect: QRect, overlay: Overlay) -> None:
+    """Current action and confidence (top left), stream status (top right), source and truth (bottom)."""
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    margin = max(6, rect.height() // 40)
+    if overlay.label:
+        text = f"{overlay.label}  {overlay.score * 100:.0f}%"
+        font = _font(rect, 0.065)
+        _badge(painter, rect.left() + margin, rect.top() + margin, text, font, QColor(0, 0, 0, 170))
+        # a thin confidence bar under the label
+        bar_w = QFontMetrics(font).horizontalAdvance(text) + 2 * _pad(font)
+        bar = QRectF(rect.left() + margin, rect.top() + margin + QFontMetrics(font).height() + 2 * _pad(font), bar_w, 5)
+        painter.fillRect(bar, QColor(0, 0, 0, 170))
+        painter.fillRect(QRectF(bar.x(), bar.y(), bar.width() * max(0.0, min(1.0, overlay.score)), 5), _accent())
+    status = overlay.status.upper()
+    font = _font(rect, 0.04)
+    width = QFontMetrics(font).horizontalAdvance("● " + status) + 2 * _pad(font)
+    color = STATUS_COLORS.get(overlay.status, QColor(120, 120, 120))
+    _badge(painter, rect.right() - margin - width, rect.top() + margin, "● " + status, font, color)
+    small = _font(rect, 0.032, bold=False)
+    lines = [s for s in (overlay.source, f"truth: {overlay.truth}" if overlay.truth else "") if s]
+    y = rect.bottom() - margin
+    for line in reversed(lines):
+        y -= QFontMetrics(small).height() + 2 * _pad(small)
+        text = _elide(line, small, rect.width() - 3 * margin)
+        _badge(painter, rect.left() + margin, y, text, small, QColor(0, 0, 0, 150))
+        y -= 4
+
+
+def _badge(painter: QPainter, x: int, y: int, text: str, font: QFont, background: QColor) -> None:
+    metrics = QFontMetrics(font)
+    pad = _pad(font)
+    box = QRectF(x, y, metrics.horizontalAdvance(text) + 2 * pad, metrics.height() + 2 * pad)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(background)
+    painter.drawRoundedRect(box, pad, pad)
+    painter.setPen(QColor(255, 255, 255))
+    painter.setFont(font)
+    painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+
+
+def _font(rect: QRect, fraction: float, bold: bool = True) -> QFont:
+    font = QFont()
+    font.setPixelSize(max(11, int(rect.height() * fraction)))
+    font.setBold(bold)
+    return font
+
+
+def _pad(font: QFont) -> int:
+    return max(3, font.pixelSize() // 4)
+
+
+def _elide(text: str, font: QFont, width: int) -> str:
+    return QFontMetrics(font).elidedText(text, Qt.TextElideMode.ElideMiddle, max(40, width))
+
+
+def _accent() -> QColor:
+    return QColor(80, 200, 120)

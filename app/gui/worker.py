@@ -1,0 +1,170 @@
+"""The bridge between the streaming engine and the window: the only GUI module that imports the engine.
+
+:class:`EngineWorker` builds a :class:`~dcrn.engine.pipeline.Pipeline` and runs it in a plain thread.
+Everything it learns reaches the GUI thread only through Qt signals (queued across threads):
+
+- ``frame_ready(Shown)`` -- a frame converted to a ``QImage`` with its prediction. At most
+  ``MAX_IN_FLIGHT`` frames wait in the GUI's event queue; newer ones are dropped here (and counted) when
+  painting falls behind, so a slow window never slows the engine or grows a backlog.
+- ``record(dict)`` -- every event and stats record (predictions travel with their frames).
+- ``failed(str)`` -- the pipeline could not start or stopped with an error (credentials redacted).
+- ``finished()`` -- the engine thread has ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+from PyQt6.QtCore import QObject, pyqtSignal
+from PyQt6.QtGui import QImage
+
+from dcrn.engine.pipeline import Pipeline, PipelineConfig
+from dcrn.engine.redact import redact
+from dcrn.models.errors import DcrnError
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 2  # frames posted to the GUI and not yet painted
+STATS_INTERVAL_S = 1.0  # the window shows fresh fps / latency figures every second
+
+__all__ = ["EngineWorker", "SessionSpec", "Shown", "redact"]
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What the user asked to run."""
+
+    source: str  # raw URI (may hold credentials; shown only through redact())
+    model: str = "default"  # shipped model name or checkpoint path
+    backend: str = "torch"
+    device: str = "cpu"
+    loop: bool = True  # video files restart at the end, like a player's repeat
+
+
+@dataclass
+class Shown:
+    """One frame on its way to the screen."""
+
+    image: QImage  # RGB888, a deep copy owned by the GUI
+    prediction: dict  # the prediction record (label, score, top, latency_ms, ...)
+    captured: float  # time.monotonic() at capture (end-to-end latency at paint time)
+    truth: str | None = None  # ground-truth label when the source knows it (the demo stream)
+    extra: dict = field(default_factory=dict)
+
+
+class EngineWorker(QObject):
+    frame_ready = pyqtSignal(object)  # Shown
+    record = pyqtSignal(dict)
+    labels_known = pyqtSignal(tuple)
+    failed = pyqtSignal(str)
+    finished = pyqtSignal()
+
+    def __init__(self, spec: SessionSpec, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.spec = spec
+        self.display_dropped = 0  # frames dropped because the window was still painting
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._stop = threading.Event()
+        self._pipeline: Pipeline | None = None
+        self._labels: tuple[str, ...] = ()
+        self._thread = threading.Thread(target=self._run, name="dcrn-gui-engine", daemon=True)
+
+    # -- called on the GUI thread ------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the engine to stop; returns at once (see :meth:`join`)."""
+        self._stop.set()
+        with self._lock:
+            pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.stop()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the engine thread; True when it has ended."""
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_running(self) -> bool:
+        return self._thread.is_alive()
+
+    def frame_painted(self) -> None:
+        """The GUI took one posted frame off its queue."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+
+    # -- the engine thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        shown = redact(self.spec.source)
+        try:
+            config = PipelineConfig(
+                sources=[self.spec.source],
+                model=self.spec.model,
+                backend=self.spec.backend,
+                device=self.spec.device,
+                loop=self.spec.loop,
+                stats_interval_s=STATS_INTERVAL_S,
+            )
+            pipeline = Pipeline(config, on_frame=self._on_frame, on_record=self._on_record)
+            with self._lock:
+                self._pipeline = pipeline
+            if self._stop.is_set():
+                return
+            self._labels = tuple(getattr(pipeline, "labels", ()) or ())
+            self.labels_known.emit(self._labels)
+            log.info("engine started on %s", shown)
+            pipeline.run()
+            log.info("engine stopped on %s", shown)
+        except DcrnError as exc:
+            log.warning("engine error on %s: %s", shown, redact_text(str(exc), self.spec.source))
+            self.failed.emit(redact_text(str(exc), self.spec.source))
+        except Exception as exc:  # an engine bug must not kill the window; report it there and in the log
+            log.exception("engine crashed on %s", shown)
+            self.failed.emit(redact_text(f"{type(exc).__name__}: {exc}", self.spec.source))
+        finally:
+            self.finished.emit()
+
+    def _on_frame(self, frame, prediction: dict) -> None:
+        with self._lock:
+            if self._in_flight >= MAX_IN_FLIGHT:
+                self.display_dropped += 1
+                return
+            self._in_flight += 1
+        truth = None
+        if getattr(frame, "label", None) is not None and 0 <= frame.label < len(self._labels):
+            truth = self._labels[frame.label]
+        self.frame_ready.emit(Shown(to_qimage(frame.image), dict(prediction), frame.captured, truth))
+
+    def _on_record(self, record: dict) -> None:
+        if record.get("type") != "prediction":
+            self.record.emit(dict(record))
+
+
+def to_qimage(image: np.ndarray) -> QImage:
+    """(H, W, 3) uint8 RGB -> a QImage that owns its pixels."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"frame must be HxWx3 uint8, got {image.shape} {image.dtype}")
+    image = np.ascontiguousarray(image)
+    height, width = image.shape[:2]
+    return QImage(image.data, width, height, image.strides[0], QImage.Format.Format_RGB888).copy()
+
+
+def redact_text(text: str, uri: str) -> str:
+    """An engine message with any copy of the raw URI, or of its credentials, taken out."""
+    if not uri:
+        return text
+    text = text.replace(uri, redact(uri))
+    parts = urlsplit(uri) if "://" in uri else None
+    if parts is not None and "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        text = text.replace(userinfo + "@", "")
+        if parts.password:
+            text = text.replace(parts.password, "***")
+    return text
