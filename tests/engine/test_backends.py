@@ -1,0 +1,134 @@
+"""Backends: one step interface; torch (eager / CUDA graph) and onnxruntime agree with DCRN.step."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from dcrn.engine.backends import create_backend, model_hash, resolve_device
+from dcrn.engine.errors import BackendUnavailable
+from dcrn.models import DCRN, DCRNConfig
+from dcrn.models.errors import ConfigError, DcrnError
+
+HAS_EXPORT = importlib.util.find_spec("dcrn.models.export") is not None
+
+
+def small_model(cell: str = "gru") -> DCRN:
+    config = DCRNConfig(num_classes=4, encoder_widths=(8, 16), cell=cell, hidden_size=16, input_size=32)
+    return DCRN(config).eval()
+
+
+def run_steps(backend, frames: torch.Tensor) -> torch.Tensor:
+    """frames (T, B, 3, S, S) -> logits (T, B, C) by stepping the backend from its zero state."""
+    state = backend.initial_state(frames.shape[1])
+    out = []
+    for frame in frames:
+        logits, state = backend.step(frame.to(backend.device), state)
+        out.append(logits.cpu())
+    return torch.stack(out)
+
+
+def reference(model: DCRN, frames: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.forward_sequence(frames.transpose(0, 1)).transpose(0, 1)  # (T, B, C)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "convgru"])
+def test_torch_cpu_steps_reproduce_forward_sequence(cell):
+    model = small_model(cell)
+    frames = torch.randn(6, 3, 3, 32, 32)  # (T, B, 3, S, S)
+    backend = create_backend("torch", model, max_batch=3)
+    assert torch.allclose(run_steps(backend, frames), reference(model, frames), atol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_EXPORT, reason="dcrn.models.export is not in this build")
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_onnxruntime_steps_match_torch(cell, tmp_path):
+    model = small_model(cell)
+    frames = torch.randn(5, 2, 3, 32, 32)
+    backend = create_backend("onnxruntime", model, max_batch=4, cache_dir=tmp_path)
+    assert torch.allclose(run_steps(backend, frames), reference(model, frames), atol=1e-4)
+    state = backend.initial_state(1)
+    assert [tuple(s.shape) for s in state] == [(1, *shape) for shape in model.state_shapes]
+
+
+@pytest.mark.skipif(not HAS_EXPORT, reason="dcrn.models.export is not in this build")
+def test_onnxruntime_reuses_the_cached_graph_of_the_same_weights(tmp_path):
+    model = small_model()
+    first = create_backend("onnxruntime", model, cache_dir=tmp_path)
+    stamp = first.path.stat().st_mtime_ns
+    second = create_backend("onnxruntime", model, cache_dir=tmp_path)
+    assert second.path == first.path and second.path.stat().st_mtime_ns == stamp
+    assert first.path.name.startswith(model_hash(model))
+    other = create_backend("onnxruntime", small_model(), cache_dir=tmp_path)  # new random weights
+    assert other.path != first.path
+
+
+def test_model_hash_depends_on_weights():
+    model = small_model()
+    before = model_hash(model)
+    assert model_hash(model) == before
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    assert model_hash(model) != before
+
+
+def test_unknown_backend_is_a_config_error_naming_the_choices():
+    with pytest.raises(ConfigError, match=r"unknown backend 'tflite'.*torch, onnxruntime, tensorrt"):
+        create_backend("tflite", small_model())
+
+
+def test_unknown_device_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_backend_unavailable():
+    with pytest.raises(BackendUnavailable, match="no CUDA GPU"):
+        create_backend("torch", small_model(), device="cuda")
+
+
+def test_onnxruntime_on_cuda_is_refused_clearly():
+    with pytest.raises(BackendUnavailable):
+        create_backend("onnxruntime", small_model(), device="cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_tensorrt_on_a_machine_without_gpu_is_a_one_line_error():
+    with pytest.raises(DcrnError) as info:
+        create_backend("tensorrt", small_model(), device="cuda")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_cuda_graph_steps_match_eager(cell):
+    model = small_model(cell)
+    frames = torch.randn(5, 3, 3, 32, 32)
+    expected = reference(model, frames)
+    backend = create_backend("torch", model, device="cuda", max_batch=4)
+    assert backend.use_graph
+    assert torch.allclose(run_steps(backend, frames), expected, atol=1e-4)
+    assert torch.allclose(run_steps(backend, frames[:, :2]), expected[:, :2], atol=1e-4)  # another batch size
+    assert next(model.parameters()).device.type == "cpu"  # the caller's model is left where it was
+
+
+@pytest.mark.gpu
+def test_cuda_graph_fp16_is_close_to_fp32():
+    model = small_model()
+    frames = torch.randn(4, 2, 3, 32, 32)
+    backend = create_backend("torch", model, device="cuda", dtype=torch.float16, max_batch=2)
+    out = run_steps(backend, frames.half())
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, reference(model, frames), atol=5e-2)
+
+
+def test_a_backend_whose_module_cannot_be_imported_is_unavailable_with_install_advice(monkeypatch):
+    import dcrn.engine.backends as backends
+
+    monkeypatch.setitem(backends._MODULES, "tensorrt", "dcrn.engine.no_such_backend_module")
+    with pytest.raises(BackendUnavailable, match=r"backend 'tensorrt' is not available.*install TensorRT"):
+        create_backend("tensorrt", small_model())

@@ -1,0 +1,121 @@
+"""Sinks: whole, flushed lines in DESIGN.md's schema; rotation; clear errors for bad specs and paths."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from dcrn.engine.errors import SinkError
+from dcrn.engine.sinks import CsvSink, JsonlSink, StdoutSink, parse_sink
+
+PREDICTION = {
+    "type": "prediction",
+    "stream": "cam0",
+    "frame": 7,
+    "pts": 0.233,
+    "wall": 1764201234.5,
+    "label": "wave",
+    "score": 0.93,
+    "top": [["wave", 0.93], ["clap", 0.04]],
+    "latency_ms": 3.1,
+    "logits": [1.0, -2.0],
+}
+EVENT = {"type": "event", "event": "action_started", "stream": "cam0", "frame": 7, "pts": 0.233, "wall": 1.0,
+         "label": "wave", "score": 0.93}  # fmt: skip
+STATS = {"type": "stats", "stream": "cam0", "fps": 30.0, "dropped": 0, "latency_ms_p50": 3.0, "latency_ms_p99": 9.0}
+
+
+def test_jsonl_writes_one_flushed_json_object_per_line(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with JsonlSink(path) as sink:
+        sink.write(PREDICTION)
+        assert path.read_text().endswith("\n")  # on disk before close
+        sink.write(EVENT)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0] == {k: v for k, v in PREDICTION.items() if k != "logits"}
+    assert lines[1] == EVENT
+
+
+def test_jsonl_keeps_logits_when_asked(tmp_path):
+    with parse_sink(f"jsonl:{tmp_path / 'l.jsonl'}?logits=1") as sink:
+        sink.write(PREDICTION)
+    assert json.loads((tmp_path / "l.jsonl").read_text())["logits"] == [1.0, -2.0]
+
+
+def test_jsonl_rotates_by_size_and_keeps_k_files(tmp_path):
+    path = tmp_path / "r.jsonl"
+    sink = parse_sink(f"jsonl:{path}?max_mb=0.001&keep=2")  # ~1 kB per file
+    with sink:
+        for i in range(60):
+            sink.write({**EVENT, "frame": i})
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["r.jsonl", "r.jsonl.1", "r.jsonl.2"]
+    for name in files:
+        text = (tmp_path / name).read_text()
+        assert len(text.encode()) <= 1100 and text.endswith("\n")
+        assert all(json.loads(line)["type"] == "event" for line in text.splitlines())
+    newest = [json.loads(line)["frame"] for line in path.read_text().splitlines()]
+    assert newest[-1] == 59
+
+
+def test_csv_has_a_header_and_a_row_per_record(tmp_path):
+    path = tmp_path / "out.csv"
+    with CsvSink(path) as sink:
+        for record in (PREDICTION, EVENT, STATS):
+            sink.write(record)
+    rows = list(csv.DictReader(path.open()))
+    assert [r["type"] for r in rows] == ["prediction", "event", "stats"]
+    assert rows[0]["label"] == "wave" and json.loads(rows[0]["top"])[0] == ["wave", 0.93]
+    assert rows[1]["event"] == "action_started" and rows[2]["latency_ms_p99"] == "9.0"
+    with CsvSink(path) as sink:  # appending does not repeat the header
+        sink.write(EVENT)
+    assert path.read_text().count("type,stream") == 1
+
+
+def test_stdout_json_and_text():
+    out = io.StringIO()
+    with StdoutSink(stream=out) as sink:
+        sink.write(STATS)
+    assert json.loads(out.getvalue()) == STATS
+    out = io.StringIO()
+    with StdoutSink(text=True, stream=out) as sink:
+        sink.write(PREDICTION)
+        sink.write(EVENT)
+    first, second = out.getvalue().splitlines()
+    assert "wave" in first and "0.93" in first and "action_started wave" in second
+
+
+def test_a_path_that_cannot_be_written_fails_at_open(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    sink = parse_sink(f"jsonl:{blocker / 'out.jsonl'}")
+    with pytest.raises(SinkError, match="cannot write") as info:
+        sink.open()
+    assert "\n" not in str(info.value)
+    with pytest.raises(SinkError, match="cannot write"):
+        parse_sink(f"csv:{tmp_path}").open()  # a folder
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("kafka:topic", "unknown sink"),
+        ("jsonl:", "needs a path"),
+        ("jsonl:/tmp/x.jsonl?max_mb=lots", "max_mb must be a number"),
+        ("jsonl:/tmp/x.jsonl?colour=red", "unknown options \\['colour'\\]"),
+        ("stdout?format=xml", "format must be json or text"),
+    ],
+)
+def test_bad_specs_are_one_line_sink_errors(spec, message):
+    with pytest.raises(SinkError, match=message):
+        parse_sink(spec)
+
+
+def test_writing_after_close_is_an_error(tmp_path):
+    sink = JsonlSink(tmp_path / "x.jsonl").open()
+    sink.close()
+    with pytest.raises(SinkError):
+        sink.write(EVENT)
