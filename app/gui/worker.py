@@ -23,6 +23,7 @@ from PyQt6.QtCore import QObject, pyqtSignal
 from PyQt6.QtGui import QImage
 
 from dcrn.engine.pipeline import Pipeline, PipelineConfig
+from dcrn.engine.postprocess import PostprocessConfig
 from dcrn.engine.redact import redact
 from dcrn.models.errors import DcrnError
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 2  # frames posted to the GUI and not yet painted
 STATS_INTERVAL_S = 1.0  # the window shows fresh fps / latency figures every second
+TOP_K = 5  # probability bars
 
 __all__ = ["EngineWorker", "SessionSpec", "Shown", "redact"]
 
@@ -111,6 +113,7 @@ class EngineWorker(QObject):
                 device=self.spec.device,
                 loop=self.spec.loop,
                 stats_interval_s=STATS_INTERVAL_S,
+                postprocess=PostprocessConfig(top_k=TOP_K),
             )
             pipeline = Pipeline(config, on_frame=self._on_frame, on_record=self._on_record)
             with self._lock:
@@ -157,14 +160,7 @@ def to_qimage(image: np.ndarray) -> QImage:
 
 
 def redact_text(text: str, uri: str) -> str:
-    """An engine message with any copy of the raw URI, or of its credentials, taken out."""
-    if not uri:
-        return text
-    text = text.replace(uri, redact(uri))
-    parts = urlsplit(uri) if "://" in uri else None
-    if parts is not None and "@" in parts.netloc:
-        userinfo = parts.netloc.rsplit("@", 1)[0]
-        text = text.replace(userinfo + "@", "")
-        if parts.password:
-            text = text.replace(parts.password, "***")
-    return text
+    """An engine message made safe to show: URLs redacted, and any stray copy of ``uri``'s password."""
+    text = redact(text.replace(uri, redact(uri)) if uri else text)
+    password = urlsplit(uri).password if "://" in uri else None
+    return text.replace(password, "***") if password else text
