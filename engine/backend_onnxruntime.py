@@ -102,6 +102,7 @@ def create(
     dtype: torch.dtype = torch.float32,
     max_batch: int = 8,
     cache_dir: str | os.PathLike | None = None,
+    threads: int = 0,
 ) -> OnnxRuntimeBackend:
     if device.type != "cpu":
         raise BackendUnavailable(
@@ -109,4 +110,4 @@ def create(
         )
     if dtype != torch.float32:
         raise ConfigError(f"the onnxruntime backend runs float32, got {dtype}")
-    return OnnxRuntimeBackend(model, exported_graph(model, cache_dir), max_batch=max_batch)
+    return OnnxRuntimeBackend(model, exported_graph(model, cache_dir), max_batch=max_batch, threads=threads)

@@ -111,5 +111,6 @@ def create(
     dtype: torch.dtype = torch.float32,
     max_batch: int = 8,
     cache_dir: str | os.PathLike | None = None,
+    threads: int = 0,
 ) -> TorchBackend:
     return TorchBackend(model, device=device, dtype=dtype, max_batch=max_batch)

@@ -82,8 +82,13 @@ def create_backend(
     dtype: torch.dtype = torch.float32,
     max_batch: int = 8,
     cache_dir: str | os.PathLike | None = None,
+    threads: int = 0,
 ) -> Backend:
-    """The backend ``name`` running ``model`` on ``device`` for batches of up to ``max_batch`` streams."""
+    """The backend ``name`` running ``model`` on ``device`` for batches of up to ``max_batch`` streams.
+
+    ``threads``: CPU threads of backends that keep their own pool (onnxruntime); 0 = the library default.
+    torch's CPU threads are process-wide (``torch.set_num_threads``), set by the application.
+    """
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
     if max_batch < 1:
@@ -96,7 +101,7 @@ def create_backend(
         raise BackendUnavailable(
             f"backend {name!r} is not available ({exc}){'; ' + advice if advice else ''}"
         ) from None
-    return module.create(model, device=resolved, dtype=dtype, max_batch=max_batch, cache_dir=cache_dir)
+    return module.create(model, device=resolved, dtype=dtype, max_batch=max_batch, cache_dir=cache_dir, threads=threads)
 
 
 def model_hash(model: DCRN) -> str:
