@@ -265,6 +265,8 @@ class Controller(QObject):
         if worker is not self.worker:
             return
         self.failed = True
+        self._retire()  # the session is over; its thread finishes on its own
+        self.window.set_running(False)
         self.window.show_error(message)
         self._event("error", message)
         self._set_status("error")
