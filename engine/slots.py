@@ -11,6 +11,7 @@ presentation time jumps forward by more than ``max_gap_s``, or when it goes back
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ class StateSlots:
         self.max_gap_s = max_gap_s
         self._state = backend.initial_state(capacity)  # tuple of (N, ...) tensors on the backend's device
         self._slots: dict[str, _Slot] = {}
+        self.batch_sizes: Counter[int] = Counter()  # batch size -> steps taken with it
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -108,6 +110,7 @@ class StateSlots:
             raise ValueError(f"got {frames.shape[0]} frames for {len(streams)} streams")
         logits, state = self.backend.step(frames, self.gather(streams))
         self.scatter(streams, state)
+        self.batch_sizes[len(streams)] += 1
         return logits
 
     def _rows(self, streams: Sequence[str]) -> torch.Tensor:
