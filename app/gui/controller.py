@@ -84,7 +84,7 @@ class Controller(QObject):
         self.status = "idle"
         self.meter = FpsMeter()
         self.latencies: deque[float] = deque(maxlen=60)
-        self.model_ms: float | None = None
+        self.engine_latencies: deque[float] = deque(maxlen=60)  # capture -> prediction, per frame
         self.engine_dropped = 0
         self.last_frame_at = 0.0
         self.failed = False
@@ -148,7 +148,7 @@ class Controller(QObject):
         self.failed = False
         self.meter.reset()
         self.latencies.clear()
-        self.model_ms = None
+        self.engine_latencies.clear()
         self.engine_dropped = 0
         self.first_prediction_s = None
         self._started_at = time.monotonic()
@@ -227,7 +227,7 @@ class Controller(QObject):
         self.latencies.append((now - shown.captured) * 1000.0)
         p = shown.prediction
         if p.get("latency_ms") is not None:
-            self.model_ms = float(p["latency_ms"])
+            self.engine_latencies.append(float(p["latency_ms"]))
         if self.status != "live":
             self._set_status("live")
         overlay = Overlay(
@@ -304,9 +304,10 @@ class Controller(QObject):
         if self.status == "live" and time.monotonic() - self.last_frame_at > STALL_AFTER_S:
             self._set_status("stalled")
         latency = statistics.median(self.latencies) if self.latencies else None
+        engine = statistics.median(self.engine_latencies) if self.engine_latencies else None
         dropped = self.engine_dropped + (self.worker.display_dropped if self.worker else 0)
         running = self.status in ("live", "stalled")
-        self.window.set_stats(self.meter.fps if running else None, latency, self.model_ms, dropped)
+        self.window.set_stats(self.meter.fps if running else None, latency, engine, dropped)
 
     def _cameras_found(self, cameras: list) -> None:
         self.cameras = [int(i) for i in cameras]

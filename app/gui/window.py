@@ -135,8 +135,17 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(splitter)
 
         bar = self.statusBar()
-        for widget in (self.status_label, self.fps_label, self.latency_label, self.dropped_label):
+        self.latency_label.setToolTip("capture to screen (capture to prediction), median of the last frames")
+        self.dropped_label.setToolTip("frames dropped by the engine and by the display")
+        widest = {
+            self.status_label: "reconnecting",
+            self.fps_label: "000.0 fps",
+            self.latency_label: "latency 0000 ms (engine 0000 ms)",
+            self.dropped_label: "dropped 0000000",
+        }
+        for widget, text in widest.items():  # fixed widths: the figures change, the bar does not jitter
             widget.setContentsMargins(6, 0, 6, 0)
+            widget.setMinimumWidth(widget.fontMetrics().horizontalAdvance(text) + 12)
             bar.addPermanentWidget(widget)
         self.resize(1200, 720)
 
@@ -180,13 +189,14 @@ class MainWindow(QMainWindow):
         self.status_label.setText(status)
         self.view.set_status(status)
 
-    def set_stats(self, fps: float | None, latency_ms: float | None, model_ms: float | None, dropped: int) -> None:
+    def set_stats(self, fps: float | None, latency_ms: float | None, engine_ms: float | None, dropped: int) -> None:
+        """Display fps; latency from capture to screen (and to the prediction); frames dropped."""
         self.fps_label.setText("– fps" if fps is None else f"{fps:.1f} fps")
         if latency_ms is None:
             self.latency_label.setText("latency –")
         else:
-            model = "" if model_ms is None else f" (model {model_ms:.1f} ms)"
-            self.latency_label.setText(f"latency {latency_ms:.0f} ms{model}")
+            engine = "" if engine_ms is None else f" (engine {engine_ms:.0f} ms)"
+            self.latency_label.setText(f"latency {latency_ms:.0f} ms{engine}")
         self.dropped_label.setText(f"dropped {dropped}")
 
     def set_session(self, source_text: str, model_text: str) -> None:
