@@ -39,6 +39,7 @@ CONFIG_KEY = "dcrn_config"  # metadata_props key: the DCRNConfig as JSON
 FORMAT_KEY = "dcrn_format"  # metadata_props key: marks a DCRN step graph
 FORMAT = "dcrn-live-step-graph/1"
 STATE_NAMES_KEY = "dcrn_state_names"  # metadata_props key: JSON list, e.g. ["h", "c"]
+DTYPE_KEY = "dcrn_dtype"  # metadata_props key: "float32" or "float16" (weights and state)
 META_KEY = "dcrn_meta"  # metadata_props key: the checkpoint's meta (JSON), when given
 FORBIDDEN_OPS = ("Loop", "Scan", "If")  # control flow that TensorRT converts poorly or not at all
 EXAMPLE_BATCH = 2  # trace with batch 2, so the exporter cannot specialise the batch axis to 1
@@ -51,13 +52,14 @@ class ExportError(DcrnError, RuntimeError):
 class StepGraph(nn.Module):
     """``DCRN.step`` with the state spread into positional tensors, as the exported graph sees it."""
 
-    def __init__(self, model: DCRN) -> None:
+    def __init__(self, model: DCRN, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        self.model = model
+        self.model = model.to(dtype=dtype)
+        self.dtype = dtype
 
     def forward(self, frame: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, next_state = self.model.step(frame, tuple(state))  # (B, C), state
-        return (logits, *next_state)
+        logits, next_state = self.model.step(frame.to(self.dtype), tuple(state))  # (B, C), state
+        return (logits.float(), *next_state)
 
 
 def input_names(model: DCRN) -> list[str]:
@@ -68,21 +70,32 @@ def output_names(model: DCRN) -> list[str]:
     return ["logits", *(f"{name}_out" for name in model.state_names)]
 
 
-def export_onnx(model: DCRN, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET, meta: dict | None = None) -> Path:
-    """Write the step graph of ``model`` to ``path`` (float32, dynamic batch) and check it; returns the path.
+def export_onnx(
+    model: DCRN,
+    path: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    dtype: torch.dtype = torch.float32,
+    meta: dict | None = None,
+) -> Path:
+    """Write the step graph of ``model`` to ``path`` (dynamic batch) and check it; returns the path.
 
-    The caller's model is not changed: a CPU float32 copy in eval mode is exported. ``meta`` (e.g. the
-    checkpoint's meta) is stored as JSON beside the config.
+    The caller's model is not changed: a CPU copy in eval mode is exported. ``dtype=torch.float16`` gives
+    float16 weights and state (``h_in``/``h_out``...) while ``frame`` and ``logits`` stay float32, which is
+    how a strongly typed TensorRT network (TensorRT for RTX, TensorRT 11) learns to run in FP16.
+    ``meta`` (e.g. the checkpoint's meta) is stored as JSON beside the config.
     """
     import onnx
 
     path = Path(path)
     if opset < 13:
         raise ConfigError(f"opset must be >= 13 (TensorRT 8+ and ONNX Runtime), got {opset}")
-    step = StepGraph(copy.deepcopy(model).to("cpu", torch.float32).eval())
+    if dtype not in (torch.float32, torch.float16):
+        raise ConfigError(f"the step graph exports as float32 or float16, got {dtype}")
+    step = StepGraph(copy.deepcopy(model).to("cpu").eval(), dtype)
     size = model.config.input_size
     frame = torch.zeros(EXAMPLE_BATCH, 3, size, size)  # (B, 3, S, S)
-    state = step.model.initial_state(EXAMPLE_BATCH, device="cpu", dtype=torch.float32)
+    state = step.model.initial_state(EXAMPLE_BATCH, device="cpu", dtype=dtype)
     names_in, names_out = input_names(model), output_names(model)
     try:
         if opset >= 18:
@@ -96,11 +109,18 @@ def export_onnx(model: DCRN, path: str | os.PathLike, *, opset: int = DEFAULT_OP
         raise ExportError(
             f"exporting the {model.config.encoder}/{model.config.cell} step graph failed: {reason}"
         ) from exc
-    _set_metadata(proto, model, meta)
+    _set_metadata(proto, model, meta, dtype)
     check_step_graph(proto, names_in, names_out)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(path))
-    log.info("exported the %s/%s step graph to %s (opset %d)", model.config.encoder, model.config.cell, path, opset)
+    log.info(
+        "exported the %s/%s step graph to %s (opset %d, %s)",
+        model.config.encoder,
+        model.config.cell,
+        path,
+        opset,
+        dtype,
+    )
     return path
 
 
@@ -150,7 +170,9 @@ def _quiet():
     sink = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
         warnings.simplefilter("ignore")
-        noisy = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo")]
+        noisy = [
+            logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo", "onnx_ir")
+        ]
         levels = [logger.level for logger in noisy]
         for logger in noisy:
             logger.setLevel(logging.ERROR)
@@ -163,9 +185,10 @@ def _quiet():
         log.debug("exporter output:\n%s", sink.getvalue().strip())
 
 
-def _set_metadata(proto, model: DCRN, meta: dict | None) -> None:
+def _set_metadata(proto, model: DCRN, meta: dict | None, dtype: torch.dtype) -> None:
     entries = {
         FORMAT_KEY: FORMAT,
+        DTYPE_KEY: str(dtype).removeprefix("torch."),
         CONFIG_KEY: json.dumps(model.config.to_dict(), sort_keys=True),
         STATE_NAMES_KEY: json.dumps(list(model.state_names)),
     }
