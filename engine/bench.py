@@ -1,0 +1,329 @@
+"""Micro-benchmarks of one backend: step latency, throughput, the sliding-window baseline, constant latency.
+
+Every number is measured on the backend's own ``step(frames, state) -> (logits, state)``, on frames that
+are already preprocessed (float, on the backend's device), so what is timed is the model path alone:
+
+* **step latency**: batch-1 steps timed one by one -> p50 / p99 in ms;
+* **throughput**: frames per second at each batch size, timed over a loop (one sync at the end);
+* **sliding window**: what clip-based recognizers do, the same network recomputed over the last T frames
+  for every update, timed interleaved with incremental steps so both see the same machine load;
+* **constant latency**: one continuous stream with the state carried from frame 0 to frame N; the median
+  step time of a span of steps starting at an early frame (100) against the last span before N, and the
+  process's resident memory over the same run. On a shared machine wall-clock time also moves with other
+  processes' load, so two load-insensitive forms of the same ratio come with it: the spans' process CPU
+  time, and the early state (kept at the early frame) stepped alternately with the late state at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How long and how hard each measurement runs."""
+
+    batches: tuple[int, ...] = (1, 4, 16, 64)  # batch sizes of the throughput measurement
+    warmup_steps: int = 300  # untimed steps before the first measurement (allocators, caches, graphs)
+    latency_steps: int = 3000  # batch-1 steps timed one by one for p50 / p99
+    throughput_seconds: float = 2.0  # minimum timed time per batch size
+    throughput_min_steps: int = 5  # ... and at least this many steps per batch size
+    window: int = 16  # T of the sliding-window baseline
+    window_updates: int = 200  # window recomputes timed (each beside one incremental step)
+    stream_frames: int = 100_000  # length of the constant-latency stream
+    drift_at: int = 100  # the early point of the constant-latency stream
+    drift_span: int = 500  # steps whose median is "the step time at" a point
+    rss_every: int = 1000  # sample resident memory every this many frames
+    frame_pool: int = 64  # distinct input frames, cycled through
+
+    @classmethod
+    def quick(cls) -> BenchSettings:
+        """The short run: drift over 10,000 frames, the whole bench in about two minutes on 2 CPU cores."""
+        return cls(
+            warmup_steps=100,
+            latency_steps=1000,
+            throughput_seconds=0.7,
+            throughput_min_steps=3,
+            window_updates=60,
+            stream_frames=10_000,
+        )
+
+
+@dataclass
+class StepResult:
+    step_ms_p50: float
+    step_ms_p99: float
+    step_ms_mean: float
+    throughput_fps: dict[int, float]
+
+
+@dataclass
+class WindowResult:
+    window: int  # T
+    window_ms_p50: float  # one recompute over the last T frames
+    step_ms_p50: float  # one incremental step, interleaved with the recomputes
+    window_ratio: float  # window_ms_p50 / step_ms_p50
+
+
+@dataclass
+class DriftResult:
+    frames: int  # length of the continuous stream
+    early_frame: int  # first frame of the early span
+    late_frame: int  # first frame of the late span
+    early_ms: float  # median step time over the early span
+    late_ms: float  # median step time over the late span
+    drift: float  # late_ms / early_ms
+    cpu_drift: float  # the same ratio in process CPU time: insensitive to other processes' load
+    same_time_drift: float  # late state vs early state, stepped alternately at the end (load cancels out)
+    rss_start_mb: float
+    rss_end_mb: float
+    rss_max_mb: float
+    rss_growth_mb: float  # end - start
+    seconds: float
+    gpu_mem_growth_mb: float | None = None
+
+
+@dataclass
+class Inputs:
+    """A pool of preprocessed frames on the backend's device, cycled through by every measurement."""
+
+    pool: torch.Tensor  # (P, 3, S, S)
+    device: torch.device
+
+    def batch(self, index: int, size: int) -> torch.Tensor:
+        """The ``index``-th batch of ``size`` frames (a view into the pool while the pool is big enough)."""
+        count = len(self.pool)
+        if size > count:
+            return self.pool.repeat(-(-size // count), 1, 1, 1)[:size].contiguous()
+        start = (index * size) % (count - size + 1)
+        return self.pool[start : start + size]
+
+
+def make_inputs(
+    size: int, count: int, device: torch.device, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> Inputs:
+    """``count`` normalised frames of ``size`` x ``size``: smooth moving blobs plus noise, like video."""
+    gen = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    frames = []
+    for i in range(count):
+        phase = 2 * np.pi * i / count
+        cx, cy = 0.6 * np.cos(phase), 0.6 * np.sin(phase)
+        blob = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / 0.1)  # (S, S)
+        colour = torch.tensor([1.5, -0.5, 0.8]).view(3, 1, 1)
+        frames.append(colour * blob + 0.3 * torch.randn(3, size, size, generator=gen))
+    pool = torch.stack(frames).to(device=device, dtype=dtype).contiguous()  # (P, 3, S, S)
+    return Inputs(pool=pool, device=device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / MB
+
+
+def measure_steps(backend: Any, inputs: Inputs, settings: BenchSettings) -> StepResult:
+    """Batch-1 latency percentiles, then frames/s at each batch size."""
+    device = inputs.device
+    state = backend.initial_state(1)
+    for i in range(settings.warmup_steps):
+        _, state = backend.step(inputs.batch(i, 1), state)
+    sync(device)
+    times = np.empty(settings.latency_steps)
+    for i in range(settings.latency_steps):
+        frame = inputs.batch(i, 1)
+        start = time.perf_counter()
+        _, state = backend.step(frame, state)
+        sync(device)
+        times[i] = time.perf_counter() - start
+    times *= 1e3
+    throughput = {batch: measure_throughput(backend, inputs, batch, settings) for batch in settings.batches}
+    return StepResult(
+        step_ms_p50=float(np.percentile(times, 50)),
+        step_ms_p99=float(np.percentile(times, 99)),
+        step_ms_mean=float(times.mean()),
+        throughput_fps=throughput,
+    )
+
+
+def measure_throughput(backend: Any, inputs: Inputs, batch: int, settings: BenchSettings) -> float:
+    """Frames per second at ``batch`` streams: steps back to back for a minimum time, one sync at the end."""
+    device = inputs.device
+    state = backend.initial_state(batch)
+    frames = [inputs.batch(i, batch) for i in range(4)]
+    for i in range(3):
+        _, state = backend.step(frames[i % 4], state)
+    sync(device)
+    steps = 0
+    start = time.perf_counter()
+    elapsed = 0.0
+    while steps < settings.throughput_min_steps or elapsed < settings.throughput_seconds:
+        for _ in range(8 if batch < 16 else 1):
+            _, state = backend.step(frames[steps % 4], state)
+            steps += 1
+        sync(device)
+        elapsed = time.perf_counter() - start
+    fps = steps * batch / elapsed
+    log.debug("batch %d: %d steps in %.2f s -> %.0f frames/s", batch, steps, elapsed, fps)
+    return fps
+
+
+def measure_window(
+    backend: Any, window_fn: Callable[[torch.Tensor], Any], inputs: Inputs, settings: BenchSettings
+) -> WindowResult:
+    """The T-frame window recompute against the incremental step, alternating, so both see the same load."""
+    device = inputs.device
+    clip = inputs.batch(0, settings.window).unsqueeze(0).contiguous()  # (1, T, 3, S, S)
+    state = backend.initial_state(1)
+    for i in range(3):
+        window_fn(clip)
+        _, state = backend.step(inputs.batch(i, 1), state)
+    sync(device)
+    window_times = np.empty(settings.window_updates)
+    step_times = np.empty(settings.window_updates * 4)
+    for i in range(settings.window_updates):
+        for k in range(4):  # a few steps per recompute: steps are short, so their median needs more samples
+            frame = inputs.batch(4 * i + k, 1)
+            start = time.perf_counter()
+            _, state = backend.step(frame, state)
+            sync(device)
+            step_times[4 * i + k] = time.perf_counter() - start
+        start = time.perf_counter()
+        window_fn(clip)
+        sync(device)
+        window_times[i] = time.perf_counter() - start
+    window_ms = float(np.median(window_times)) * 1e3
+    step_ms = float(np.median(step_times)) * 1e3
+    return WindowResult(settings.window, window_ms, step_ms, window_ms / step_ms)
+
+
+def measure_drift(backend: Any, inputs: Inputs, settings: BenchSettings) -> DriftResult:
+    """One continuous stream of ``stream_frames`` batch-1 steps, state carried throughout."""
+    device = inputs.device
+    span, frames = settings.drift_span, settings.stream_frames
+    early_frame, late_frame = settings.drift_at, frames - span
+    if late_frame < early_frame + span:
+        raise ValueError(f"stream_frames must be >= drift_at + 2 * drift_span, got {frames}")
+    warm = backend.initial_state(1)
+    for i in range(settings.warmup_steps):  # warm-up on a stream of its own
+        _, warm = backend.step(inputs.batch(i, 1), warm)
+    sync(device)
+    del warm
+    cuda = device.type == "cuda"
+    gpu_start = torch.cuda.memory_allocated(device) if cuda else 0
+    pool = [inputs.batch(i, 1) for i in range(len(inputs.pool))]
+    times = np.empty(2 * span)  # wall-clock seconds: early span, then late span
+    cpu_times = np.empty(2 * span)  # process CPU seconds of the same steps (what other processes cannot steal)
+    rss_start = rss_max = rss_mb()
+    early_state = None
+    state = backend.initial_state(1)
+    began = time.perf_counter()
+    for i in range(frames):
+        frame = pool[i % len(pool)]
+        timed = early_frame <= i < early_frame + span or i >= late_frame
+        if i == early_frame:
+            early_state = clone_state(state)
+        if timed:
+            cpu_start, start = time.process_time(), time.perf_counter()
+            _, state = backend.step(frame, state)
+            sync(device)
+            at = i - early_frame if i < late_frame else span + i - late_frame
+            times[at] = time.perf_counter() - start
+            cpu_times[at] = time.process_time() - cpu_start
+        else:
+            _, state = backend.step(frame, state)
+        if i % settings.rss_every == 0:
+            rss_max = max(rss_max, rss_mb())
+    sync(device)
+    seconds = time.perf_counter() - began
+    rss_end = rss_mb()
+    rss_max = max(rss_max, rss_end)
+    gpu_growth = (torch.cuda.memory_allocated(device) - gpu_start) / MB if cuda else None
+    early_ms = float(np.median(times[:span])) * 1e3
+    late_ms = float(np.median(times[span:])) * 1e3
+    cpu_drift = float(np.median(cpu_times[span:]) / np.median(cpu_times[:span]))
+    same_time = same_time_ratio(backend, pool, state, early_state, span, device)
+    return DriftResult(
+        frames=frames,
+        early_frame=early_frame,
+        late_frame=late_frame,
+        early_ms=early_ms,
+        late_ms=late_ms,
+        drift=late_ms / early_ms,
+        cpu_drift=cpu_drift,
+        same_time_drift=same_time,
+        rss_start_mb=rss_start,
+        rss_end_mb=rss_end,
+        rss_max_mb=rss_max,
+        rss_growth_mb=rss_end - rss_start,
+        seconds=seconds,
+        gpu_mem_growth_mb=gpu_growth,
+    )
+
+
+def same_time_ratio(backend: Any, pool: list, late: Any, early: Any, span: int, device: torch.device) -> float:
+    """Median step time from the late state over that from the early state, stepped alternately now."""
+    late_times, early_times = np.empty(span), np.empty(span)
+    for i in range(span):
+        frame = pool[i % len(pool)]
+        start = time.perf_counter()
+        _, late = backend.step(frame, late)
+        sync(device)
+        late_times[i] = time.perf_counter() - start
+        start = time.perf_counter()
+        _, early = backend.step(frame, early)
+        sync(device)
+        early_times[i] = time.perf_counter() - start
+    return float(np.median(late_times) / np.median(early_times))
+
+
+def clone_state(state: Any) -> Any:
+    """A copy of a backend state (tuple of tensors or arrays) that later steps cannot overwrite."""
+    if isinstance(state, torch.Tensor):
+        return state.clone()
+    if isinstance(state, np.ndarray):
+        return state.copy()
+    if isinstance(state, (tuple, list)):
+        return type(state)(clone_state(s) for s in state)
+    raise TypeError(f"cannot copy a backend state of type {type(state).__name__}")
+
+
+@dataclass
+class BackendBench:
+    """Everything measured on one backend."""
+
+    steps: StepResult
+    window: WindowResult
+    drift: DriftResult
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bench_backend(
+    backend: Any,
+    window_fn: Callable[[torch.Tensor], Any],
+    inputs: Inputs,
+    settings: BenchSettings,
+) -> BackendBench:
+    """Step latency and throughput, the window baseline and the constant-latency stream, in that order."""
+    log.info("step latency and throughput")
+    steps = measure_steps(backend, inputs, settings)
+    log.info("sliding window of %d frames", settings.window)
+    window = measure_window(backend, window_fn, inputs, settings)
+    log.info("constant latency over %d frames", settings.stream_frames)
+    drift = measure_drift(backend, inputs, settings)
+    return BackendBench(steps=steps, window=window, drift=drift)
