@@ -130,6 +130,7 @@ class StreamSource(Source):
         import av
 
         timeout = self.options.timeout_s
+        started = time.monotonic()
         try:
             container = av.open(
                 self._url,
@@ -137,6 +138,8 @@ class StreamSource(Source):
                 timeout=(timeout, timeout),
             )
         except Exception as exc:
+            if time.monotonic() - started >= 0.9 * timeout:  # the interrupt callback cut it short
+                raise SourceUnreachable(f"cannot open {self.uri}: no answer within {timeout:g} s") from None
             raise _pyav_error(exc, f"cannot open {self.uri}", timeout) from None
         if not container.streams.video:
             container.close()
@@ -155,6 +158,7 @@ class StreamSource(Source):
         with _opencv_env_lock:  # the variable is process-wide: set it only around this open
             saved = os.environ.get(_OPENCV_ENV)
             os.environ[_OPENCV_ENV] = env
+            started = time.monotonic()
             try:
                 cap = cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
             finally:
@@ -164,6 +168,8 @@ class StreamSource(Source):
                     os.environ[_OPENCV_ENV] = saved
         if not cap.isOpened():
             cap.release()
+            if time.monotonic() - started >= 0.9 * self.options.timeout_s:
+                raise SourceUnreachable(f"cannot open {self.uri}: no answer within {self.options.timeout_s:g} s")
             self._raise_for_failed_open()
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else None

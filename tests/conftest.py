@@ -35,3 +35,24 @@ def shared_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def rtsp_server():
+    """A live RTSP camera on a free 127.0.0.1 port (GStreamer, scripts/rtsp_server.py).
+
+    Yields a ``tests.rtsp_fixture.RtspServer``: ``.url``, ``.kill()`` (like a power cut), ``.restart()``
+    (same port, same URL), ``.pause()`` / ``.resume()``. Skips when gst-rtsp-server is not installed;
+    the server is always stopped afterwards.
+    """
+    from tests.rtsp_fixture import RtspServer, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    server = RtspServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
