@@ -78,6 +78,7 @@ class Controller(QObject):
         self.settings: GuiSettings = store.load()
         self.backend = backend
         self.device = device
+        self.timeout_s = SessionSpec.timeout_s  # network open / read timeout of new sessions
         self.worker: EngineWorker | None = None
         self.stopping: list[EngineWorker] = []
         self.cameras: list[int] = []
@@ -137,7 +138,9 @@ class Controller(QObject):
         self._retire()
         self.settings.source = source or self.settings.source or DEMO_SOURCE
         self.settings.model = model or self.settings.model or "default"
-        spec = SessionSpec(self.settings.source, self.settings.model, backend=self.backend, device=self.device)
+        spec = SessionSpec(
+            self.settings.source, self.settings.model, self.backend, self.device, timeout_s=self.timeout_s
+        )
         worker = EngineWorker(spec, self)
         queued = Qt.ConnectionType.QueuedConnection
         worker.frame_ready.connect(lambda shown, w=worker: self._on_frame(w, shown), queued)
@@ -228,8 +231,8 @@ class Controller(QObject):
         p = shown.prediction
         if p.get("latency_ms") is not None:
             self.engine_latencies.append(float(p["latency_ms"]))
-        if self.status != "live":
-            self._set_status("live")
+        if self.status in ("connecting", "stalled"):  # "reconnecting" ends with stream_restored, not with
+            self._set_status("live")  # the frames still queued from before the loss
         overlay = Overlay(
             label=str(p.get("label", "")),
             score=float(p.get("score", 0.0)),

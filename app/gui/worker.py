@@ -45,6 +45,7 @@ class SessionSpec:
     backend: str = "torch"
     device: str = "cpu"
     loop: bool = True  # video files restart at the end, like a player's repeat
+    timeout_s: float = 5.0  # network sources: open / read timeout before the stream counts as lost
 
 
 @dataclass
@@ -112,6 +113,7 @@ class EngineWorker(QObject):
                 backend=self.spec.backend,
                 device=self.spec.device,
                 loop=self.spec.loop,
+                timeout_s=self.spec.timeout_s,
                 stats_interval_s=STATS_INTERVAL_S,
                 postprocess=PostprocessConfig(top_k=TOP_K),
             )
