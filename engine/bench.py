@@ -285,10 +285,13 @@ def same_time_ratio(backend: Any, pool: list, late: Any, early: Any, span: int, 
         _, late = backend.step(frame, late)
         sync(device)
         late_times[i] = time.perf_counter() - start
+        # Backends may hand back views of their own buffers (valid until the next step): keep copies.
+        late = clone_state(late)
         start = time.perf_counter()
         _, early = backend.step(frame, early)
         sync(device)
         early_times[i] = time.perf_counter() - start
+        early = clone_state(early)
     return float(np.median(late_times) / np.median(early_times))
 
 

@@ -194,6 +194,9 @@ def format_table(doc: dict[str, Any]) -> str:
         rows.append(("added latency ms p50", [_e2e(backends[n], threads, "ms_p50", "{:.2f}") for n in names]))
         rows.append(("added latency ms p99", [_e2e(backends[n], threads, "ms_p99", "{:.2f}") for n in names]))
         rows.append(("dropped", [_e2e(backends[n], threads, "dropped", "{:,}") for n in names]))
+        for stage in ("capture", "preprocess", "step", "sink"):
+            label = f"  of which {stage} p50/p99"
+            rows.append((label, [_stage(backends[n], threads, stage) for n in names]))
     width = max(len(label) for label, _ in rows) + 2
     col = max(12, *(len(c) + 2 for _, cells in rows for c in cells))
     for label, cells in rows:
@@ -216,3 +219,12 @@ def format_table(doc: dict[str, Any]) -> str:
 def _e2e(data: dict, threads: int, key: str, fmt: str) -> str:
     run = data.get("e2e", {}).get(str(threads))
     return "-" if not run or run.get(key) is None else fmt.format(run[key])
+
+
+def _stage(data: dict, threads: int, stage: str) -> str:
+    """``p50/p99`` of one pipeline stage in the run's final stats record (capture = waiting in the ring)."""
+    run = data.get("e2e", {}).get(str(threads)) or {}
+    values = (run.get("stages") or {}).get(stage) or {}
+    if values.get("p50") is None:
+        return "-"
+    return f"{values['p50']:.1f}/{values['p99']:.1f}"

@@ -12,6 +12,7 @@ backend gets the baseline on its own runtime, so the ratio compares like with li
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 import warnings
@@ -48,7 +49,7 @@ def window_runner(
     size = model.config.input_size
     if backend == "onnxruntime":
         return _onnxruntime_window(model, window, size, threads), "onnxruntime clip graph"
-    net = _LastLogits(model).eval()
+    net = _LastLogits(copy.deepcopy(model)).eval()  # a copy: moving or casting it leaves the caller's model alone
     if device.type == "cuda":
         net = net.to(device=device, dtype=dtype)
         return _cuda_graph_window(net, window, size, device, dtype), "torch clip in a CUDA graph"
@@ -63,7 +64,7 @@ def window_runner(
 def _onnxruntime_window(model: DCRN, window: int, size: int, threads: int) -> WindowFn:
     import onnxruntime as ort
 
-    net = _LastLogits(model).to("cpu", torch.float32).eval()
+    net = _LastLogits(copy.deepcopy(model)).to("cpu", torch.float32).eval()
     clip = torch.zeros(1, window, 3, size, size)  # (1, T, 3, S, S)
     folder = tempfile.mkdtemp(prefix="dcrn-bench-")
     path = Path(folder) / f"window{window}.onnx"
