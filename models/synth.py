@@ -240,6 +240,25 @@ def render_clip(
     The second class of each time-reversal pair is rendered as the first one played backwards, so
     ``render_clip("move_right", s, T)`` is exactly ``render_clip("move_left", s, T)[::-1]``.
     """
+    world, steps = _simulate(cls, seed, num_frames, size, fps)
+    frames = np.empty((num_frames, *size, 3), dtype=np.uint8)
+    for t, (pose, jitter, floaters, gain, noise) in enumerate(steps):
+        frames[t] = world.scene.render(pose, jitter, floaters, gain, noise)
+    return frames
+
+
+def clip_poses(
+    cls: int | str, seed: int, num_frames: int, size: tuple[int, int] = (240, 320), fps: float = 30.0
+) -> list[dict]:
+    """The actor's pose in each frame of ``render_clip(cls, seed, ...)``: x, y, radius, angle, visible."""
+    _, steps = _simulate(cls, seed, num_frames, size, fps)
+    return [
+        {"x": p.x, "y": p.y, "radius": math.exp(p.log_r), "angle": p.angle, "visible": p.visible} for p, *_ in steps
+    ]
+
+
+def _simulate(cls: int | str, seed: int, num_frames: int, size: tuple[int, int], fps: float):
+    """A fresh world and per-frame (pose, jitter, floaters, gain, noise); the reversed pair member plays back."""
     index = class_index(cls)
     name = CLASSES[index]
     if num_frames < 1:
@@ -251,10 +270,7 @@ def render_clip(
     steps = [(world.advance(motion, t), *world.nuisance()) for t in range(num_frames)]
     if reverse:
         steps.reverse()
-    frames = np.empty((num_frames, *size, 3), dtype=np.uint8)
-    for t, (pose, jitter, floaters, gain, noise) in enumerate(steps):
-        frames[t] = world.scene.render(pose, jitter, floaters, gain, noise)
-    return frames
+    return world, steps
 
 
 class SyntheticActionStream:
