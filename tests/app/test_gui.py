@@ -15,7 +15,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 
 pytest.importorskip("PyQt6.QtWidgets")
-pytest.importorskip("dcrn.engine.pipeline")
 
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QImage

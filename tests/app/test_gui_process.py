@@ -13,7 +13,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 
 pytest.importorskip("PyQt6.QtWidgets")
-pytest.importorskip("dcrn.engine.pipeline")
 
 from dcrn.models import DCRN, DCRNConfig, save_checkpoint, shipped_models
 from dcrn.models.synth import CLASSES

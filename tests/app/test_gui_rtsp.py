@@ -11,14 +11,12 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 
 pytest.importorskip("PyQt6.QtWidgets")
-pytest.importorskip("dcrn.engine.pipeline")
 from PyQt6.QtCore import QTimer
 
 from dcrn.app.gui.main import build
 from dcrn.models import DCRN, DCRNConfig, save_checkpoint, shipped_models
 from dcrn.models.synth import CLASSES
-
-rtsp_fixture = pytest.importorskip("tests.rtsp_fixture")  # starts, kills and restarts the server
+from tests import rtsp_fixture  # starts, kills and restarts the GStreamer test camera
 
 pytestmark = [pytest.mark.gui, pytest.mark.rtsp, pytest.mark.slow]
 
