@@ -11,7 +11,8 @@ When the thread exits, for whatever reason, it closes the source and the ring, s
 in ``ring.get()`` wakes up, drains what is left and sees None.
 
 ``stop()`` makes the thread exit promptly: at once during backoff, otherwise after the current read
-(bounded by the source's read timeout) or reopen attempt (bounded by its open timeout).
+(bounded by the source's read timeout) or reopen attempt (bounded by its open timeout). One ring
+belongs to one capture: the capture closes it.
 """
 
 from __future__ import annotations
@@ -67,8 +68,14 @@ class Capture:
         self._thread.start()
 
     def stop(self) -> None:
-        """Ask the thread to exit; returns at once (use :meth:`join` to wait)."""
+        """Ask the thread to exit; returns at once (use :meth:`join` to wait).
+
+        A lossless ring (``overwrite=False``) is closed here too, so a put that waits for the consumer
+        is released.
+        """
         self._stop.set()
+        if not self.ring.overwrite:
+            self.ring.close()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread.ident is not None:

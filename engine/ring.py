@@ -83,6 +83,10 @@ class FrameRing:
     overwritten (or refused because the consumer held every slot) before anyone read them; ``written``
     counts every ``put``. ``notify`` (optional) is set after every put and on close, so one consumer can
     wait on several rings with a single ``threading.Event``.
+
+    ``overwrite=False`` makes a lossless ring for sources that should not lose frames (a file read as
+    fast as possible): ``put`` then waits for a free slot instead of overwriting, and ``close()``
+    releases a waiting ``put`` (its frame is ignored). Nothing is ever dropped.
     """
 
     def __init__(
@@ -91,18 +95,21 @@ class FrameRing:
         device: str | torch.device = "cpu",
         *,
         notify: threading.Event | None = None,
+        overwrite: bool = True,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"FrameRing capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self.device = torch.device(device)
         self.notify = notify
+        self.overwrite = overwrite
         self.dropped = 0
         self.written = 0
         self._slots = [_Slot(i) for i in range(capacity)]
         self._unread: deque[_Slot] = deque()  # READY slots, oldest first
         self._lock = threading.Lock()
         self._readable = threading.Condition(self._lock)
+        self._space = threading.Condition(self._lock)  # a slot became free, or the ring closed
         self._put_lock = threading.Lock()  # one writer at a time, even if put() is called from two threads
         self._closed = False
         self._uploader = None
@@ -129,13 +136,19 @@ class FrameRing:
         return self._closed
 
     def put(self, frame: Frame) -> None:
-        """Store ``frame``, overwriting the oldest unread frame when every slot holds one. Never blocks."""
+        """Store ``frame``, overwriting the oldest unread frame when every slot holds one. Never blocks.
+
+        With ``overwrite=False`` it waits for a free slot instead (or until the ring is closed).
+        """
         image = frame.image
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
             got = f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}"
             raise ValueError(f"frame image must be HxWx3 uint8, got {got}")
         with self._put_lock:
             with self._lock:
+                if not self.overwrite:
+                    while not self._closed and not any(s.state is SlotState.FREE for s in self._slots):
+                        self._space.wait()
                 if self._closed:
                     log.debug("frame %s/%d put after close, ignored", frame.stream, frame.seq)
                     return
@@ -149,6 +162,7 @@ class FrameRing:
             except BaseException:
                 with self._lock:
                     slot.state, slot.frame, slot.tensor = SlotState.FREE, None, None
+                    self._space.notify()
                 raise
             with self._lock:
                 slot.frame = frame
@@ -181,6 +195,7 @@ class FrameRing:
         with self._lock:
             self._closed = True
             self._readable.notify_all()
+            self._space.notify_all()
         if self.notify is not None:
             self.notify.set()
 
@@ -227,3 +242,4 @@ class FrameRing:
                 slot.frame = None
                 if self._uploader is None:
                     slot.tensor = None  # the host array belongs to the frame; drop the reference
+                self._space.notify()

@@ -249,6 +249,33 @@ def test_capture_never_blocks_on_a_consumer_that_does_not_read():
     assert ring.dropped == ring.written - ring.pending
 
 
+def test_unpaced_file_into_a_lossless_ring_loses_nothing_to_a_slow_consumer(tmp_path):
+    source = open_source(write_video(tmp_path / "clip.mp4", frames=12), options=SourceOptions(pace=False))
+    ring = FrameRing(capacity=2, overwrite=False)
+    with Capture(source, ring, on_event=Events()) as capture:
+        frames = []
+        while (item := ring.get(timeout=5)) is not None:
+            with item:
+                time.sleep(0.01)
+                frames.append(item.frame)
+    assert [f.seq for f in frames] == list(range(12)) and ring.dropped == 0 and capture.ended
+
+
+def test_stop_releases_a_capture_waiting_on_a_full_lossless_ring():
+    source = open_source("synthetic:?width=32&height=32", options=SourceOptions(pace=False))
+    ring = FrameRing(capacity=2, overwrite=False)
+    capture = Capture(source, ring, on_event=Events())
+    capture.start()
+    deadline = time.monotonic() + 5
+    while ring.pending < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start = time.monotonic()
+    capture.stop()
+    capture.join(timeout=5)
+    assert not capture.alive and time.monotonic() - start < 0.5
+    assert ring.dropped == 0
+
+
 def test_backoff_must_be_ordered():
     source = open_source("synthetic:", options=SourceOptions(pace=False))
     with pytest.raises(ValueError, match="backoff_s"):

@@ -219,6 +219,46 @@ def test_no_torn_or_repeated_frames_under_concurrent_write_and_read(delay_every)
     assert seen[-1] == 19_999  # the newest frame always survives
 
 
+def test_lossless_ring_put_waits_for_a_free_slot_and_drops_nothing():
+    ring = FrameRing(capacity=2, overwrite=False)
+    ring.put(make_frame(0))
+    ring.put(make_frame(1))
+    producer = threading.Thread(target=ring.put, args=(make_frame(2),))
+    producer.start()
+    try:
+        time.sleep(0.1)
+        assert producer.is_alive() and ring.written == 2  # waiting: both slots hold unread frames
+        with ring.get(timeout=1) as item:
+            assert item.frame.seq == 0
+        producer.join(timeout=5)
+        assert not producer.is_alive()
+    finally:
+        ring.close()
+        producer.join(timeout=5)
+    assert [ring.get(timeout=1).frame.seq for _ in range(2)] == [1, 2]
+    assert ring.written == 3 and ring.dropped == 0
+
+
+def test_close_releases_a_put_waiting_on_a_lossless_ring():
+    ring = FrameRing(capacity=1, overwrite=False)
+    ring.put(make_frame(0))
+    producer = threading.Thread(target=ring.put, args=(make_frame(1),))
+    producer.start()
+    time.sleep(0.05)
+    ring.close()
+    producer.join(timeout=5)
+    assert not producer.is_alive()
+    assert ring.written == 1 and ring.dropped == 0
+    assert ring.get(timeout=1).frame.seq == 0 and ring.get(timeout=1) is None
+
+
+def test_lossless_ring_delivers_every_frame_under_concurrent_write_and_read():
+    ring = FrameRing(capacity=3, overwrite=False)
+    seen, errors = run_concurrently(ring, total=5_000, consumer_delay_every=50)
+    assert errors == []
+    assert seen == list(range(5_000)) and ring.dropped == 0
+
+
 # -- CUDA: device slots, pinned staging, side stream, per-slot events ---------------------------------
 
 
