@@ -78,6 +78,12 @@ class SettingsStore:
         s.setValue("snapshots/dir", settings.snapshot_dir)
         s.setValue("window/geometry", QByteArray(settings.geometry))
         s.sync()
+        _owner_only(Path(s.fileName()))  # recent URLs may hold passwords
+
+
+def _owner_only(path: Path) -> None:
+    if os.name == "posix" and path.is_file():
+        path.chmod(0o600)
 
 
 def _push(items: list[str], item: str) -> list[str]:

@@ -230,6 +230,7 @@ def test_settings_remember_source_model_and_recent_urls_between_launches(qtbot, 
     first.controller.settings.remember_source(url)
     first.controller.start(source="synthetic:?seed=2", model=model)
     first.window.close()
+    assert path.stat().st_mode & 0o077 == 0, "the settings file holds passwords: owner-only"
     stored = SettingsStore(path).load()
     assert stored.source == "synthetic:?seed=2" and stored.model == model and stored.recent_sources == [url]
     second = build(path)
