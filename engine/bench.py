@@ -45,7 +45,7 @@ class BenchSettings:
     stream_frames: int = 100_000  # length of the constant-latency stream
     drift_at: int = 100  # the early point of the constant-latency stream
     drift_span: int = 500  # steps whose median is "the step time at" a point
-    rss_every: int = 1000  # sample resident memory every this many frames
+    rss_every: int = 1000  # a point of the step-time and memory curve every this many frames
     frame_pool: int = 64  # distinct input frames, cycled through
 
     @classmethod
@@ -92,7 +92,8 @@ class DriftResult:
     rss_max_mb: float
     rss_growth_mb: float  # end - start
     seconds: float
-    gpu_mem_growth_mb: float | None = None
+    curve: list[tuple[int, float, float]] = field(default_factory=list)  # (first frame, median step ms, RSS MB)
+    gpu_mem_growth_mb: float | None = None  # CUDA: torch's allocated memory, end - start
 
 
 @dataclass
@@ -213,9 +214,9 @@ def measure_window(
 
 
 def measure_drift(backend: Any, inputs: Inputs, settings: BenchSettings) -> DriftResult:
-    """One continuous stream of ``stream_frames`` batch-1 steps, state carried throughout."""
+    """One continuous stream of ``stream_frames`` batch-1 steps, state carried throughout, every step timed."""
     device = inputs.device
-    span, frames = settings.drift_span, settings.stream_frames
+    span, frames, block = settings.drift_span, settings.stream_frames, settings.rss_every
     early_frame, late_frame = settings.drift_at, frames - span
     if late_frame < early_frame + span:
         raise ValueError(f"stream_frames must be >= drift_at + 2 * drift_span, got {frames}")
@@ -227,37 +228,35 @@ def measure_drift(backend: Any, inputs: Inputs, settings: BenchSettings) -> Drif
     cuda = device.type == "cuda"
     gpu_start = torch.cuda.memory_allocated(device) if cuda else 0
     pool = [inputs.batch(i, 1) for i in range(len(inputs.pool))]
-    times = np.empty(2 * span)  # wall-clock seconds: early span, then late span
-    cpu_times = np.empty(2 * span)  # process CPU seconds of the same steps (what other processes cannot steal)
-    rss_start = rss_max = rss_mb()
+    wall = np.empty(frames)  # seconds per step, allocated before the start RSS is taken
+    cpu = np.empty(frames)  # process CPU seconds per step: what other processes' load cannot inflate
+    rss = np.empty(-(-frames // block) + 1)  # MB, every ``block`` frames and at the end
+    rss_start = rss_mb()
     early_state = None
     state = backend.initial_state(1)
     began = time.perf_counter()
     for i in range(frames):
-        frame = pool[i % len(pool)]
-        timed = early_frame <= i < early_frame + span or i >= late_frame
         if i == early_frame:
             early_state = clone_state(state)
-        if timed:
-            cpu_start, start = time.process_time(), time.perf_counter()
-            _, state = backend.step(frame, state)
-            sync(device)
-            at = i - early_frame if i < late_frame else span + i - late_frame
-            times[at] = time.perf_counter() - start
-            cpu_times[at] = time.process_time() - cpu_start
-        else:
-            _, state = backend.step(frame, state)
-        if i % settings.rss_every == 0:
-            rss_max = max(rss_max, rss_mb())
-    sync(device)
+        frame = pool[i % len(pool)]
+        cpu_start, start = time.process_time(), time.perf_counter()
+        _, state = backend.step(frame, state)
+        sync(device)
+        wall[i] = time.perf_counter() - start
+        cpu[i] = time.process_time() - cpu_start
+        if i % block == 0:
+            rss[i // block] = rss_mb()
     seconds = time.perf_counter() - began
-    rss_end = rss_mb()
-    rss_max = max(rss_max, rss_end)
+    rss_end = rss[-1] = rss_mb()
     gpu_growth = (torch.cuda.memory_allocated(device) - gpu_start) / MB if cuda else None
-    early_ms = float(np.median(times[:span])) * 1e3
-    late_ms = float(np.median(times[span:])) * 1e3
-    cpu_drift = float(np.median(cpu_times[span:]) / np.median(cpu_times[:span]))
+    early, late = slice(early_frame, early_frame + span), slice(late_frame, frames)
+    early_ms, late_ms = float(np.median(wall[early])) * 1e3, float(np.median(wall[late])) * 1e3
+    cpu_drift = float(np.median(cpu[late]) / np.median(cpu[early]))
     same_time = same_time_ratio(backend, pool, state, early_state, span, device)
+    curve = [
+        (start, float(np.median(wall[start : start + block])) * 1e3, float(rss[start // block]))
+        for start in range(0, frames, block)
+    ]
     return DriftResult(
         frames=frames,
         early_frame=early_frame,
@@ -269,9 +268,10 @@ def measure_drift(backend: Any, inputs: Inputs, settings: BenchSettings) -> Drif
         same_time_drift=same_time,
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
-        rss_max_mb=rss_max,
+        rss_max_mb=float(rss.max()),
         rss_growth_mb=rss_end - rss_start,
         seconds=seconds,
+        curve=curve,
         gpu_mem_growth_mb=gpu_growth,
     )
 
@@ -313,7 +313,6 @@ class BackendBench:
     steps: StepResult
     window: WindowResult
     drift: DriftResult
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def bench_backend(

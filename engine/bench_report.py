@@ -59,6 +59,7 @@ class BackendReport:
                 "rss_end_mb": drift.rss_end_mb,
                 "rss_max_mb": drift.rss_max_mb,
                 "rss_growth_mb": drift.rss_growth_mb,
+                "drift_curve": [{"frame": f, "step_ms_p50": ms, "rss_mb": mb} for f, ms, mb in drift.curve],
             }
             if drift.gpu_mem_growth_mb is not None:
                 out["gpu_mem_growth_mb"] = drift.gpu_mem_growth_mb
@@ -186,6 +187,7 @@ def format_table(doc: dict[str, Any]) -> str:
     row("drift (late / early)", "drift", "{:.3f}")
     row("drift in CPU time", "drift_cpu", "{:.3f}")
     row("drift, states side by side", "drift_same_time", "{:.3f}")
+    rows.append(("step ms, 1k-frame medians", [_curve_range(backends[n]) for n in names]))
     row("RSS start MB", "rss_start_mb", "{:.1f}")
     row("RSS growth MB", "rss_growth_mb", "{:+.2f}")
     for threads in sorted({int(t) for d in backends.values() for t in d.get("e2e", {})}):
@@ -228,3 +230,12 @@ def _stage(data: dict, threads: int, stage: str) -> str:
     if values.get("p50") is None:
         return "-"
     return f"{values['p50']:.1f}/{values['p99']:.1f}"
+
+
+def _curve_range(data: dict) -> str:
+    """Lowest and highest median step time over the stream's blocks of frames: how flat the curve is."""
+    curve = data.get("drift_curve") or []
+    if not curve:
+        return "-"
+    values = [point["step_ms_p50"] for point in curve]
+    return f"{min(values):.2f}..{max(values):.2f}"
