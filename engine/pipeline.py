@@ -25,6 +25,7 @@ import torch
 
 from dcrn.engine.backends import Backend, create_backend
 from dcrn.engine.capture import Capture
+from dcrn.engine.errors import BadSourceURI
 from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, Frame, StreamEvent
 from dcrn.engine.postprocess import PostprocessConfig, StreamPostprocessor
 from dcrn.engine.preprocess import Preprocessor
@@ -35,7 +36,7 @@ from dcrn.engine.slots import StateSlots
 from dcrn.engine.sources import Source, SourceOptions, open_source
 from dcrn.engine.stats import StreamStats, log_line
 from dcrn.models.checkpoint import load_checkpoint
-from dcrn.models.errors import ConfigError
+from dcrn.models.errors import ConfigError, DcrnError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class PipelineConfig:
     dtype: str = "float32"  # float32, or float16 (GPU backends)
     max_frames: int | None = None  # stop each stream after this many frames (None: no limit)
     duration_s: float | None = None  # stop after this many seconds of streaming (None: no limit)
-    pace: bool = True  # files and synthetic: deliver at their own frame rate
+    pace: bool = True  # files and synthetic at their own frame rate; False: files as fast as the model, no drops
     loop: bool = False  # files: start again at the end (a discontinuity: the state resets)
     timeout_s: float = 10.0  # open and read timeout of network sources
     stats_interval_s: float = 5.0  # stats records and log line every this many seconds (0: only at the end)
@@ -190,11 +191,19 @@ class Pipeline:
         ring_device = self.backend.device if self.backend.device.type == "cuda" else "cpu"
         for index, uri in enumerate(config.sources):
             name = config.names[index] if config.names else None
-            source = open_source(uri, name=name, options=options)
+            try:
+                source = open_source(uri, name=name, options=options)
+            except DcrnError:
+                raise
+            except ValueError as exc:  # e.g. urllib on "rtsp://[::1": still a malformed URI to the user
+                raise BadSourceURI(f"bad source URI {redact(uri)!r}: {redact(str(exc))}") from None
             taken = {s.name for s in self.streams}
             if source.name in taken:  # two sources with the same default name: number them
                 source.name = next(f"{source.name}-{k}" for k in range(2, 10_000) if f"{source.name}-{k}" not in taken)
-            ring = FrameRing(config.ring_capacity, ring_device, notify=self._wake)
+            if source.is_live or config.pace:
+                ring = FrameRing(config.ring_capacity, ring_device, notify=self._wake)
+            else:  # a file read as fast as possible: every frame, at the model's speed
+                ring = _LosslessRing(max(2, config.ring_capacity), ring_device, notify=self._wake)
             stream = _Stream(
                 name=source.name,
                 source=source,
@@ -286,6 +295,7 @@ class Pipeline:
                     log.info("%s: %d frames done", stream.name, stream.frames)
                     stream.finished = True
                     stream.capture.stop()
+                    stream.ring.close()  # frames still on their way are not wanted
         finally:
             for _, item in everything:
                 item.release()
@@ -380,6 +390,8 @@ class Pipeline:
             for stream in self.streams:
                 if stream.capture is not None:
                     stream.capture.stop()
+                if isinstance(stream.ring, _LosslessRing):
+                    stream.ring.close()  # its capture may wait in put(); queued frames are still drained
             for stream in self.streams:
                 if stream.capture is not None:
                     stream.capture.join(self.config.timeout_s + 2.0)
@@ -428,6 +440,19 @@ class Pipeline:
             if not batch:
                 return
             self._process(batch)
+
+
+class _LosslessRing(FrameRing):
+    """A ring whose ``put`` waits for a free slot instead of overwriting: files read with ``pace=False``.
+
+    The consumer holds at most one slot of a ring at a time, so ``capacity - 1`` unread frames leave a
+    free slot for the next put. ``close()`` releases a waiting put (the frame is then ignored).
+    """
+
+    def put(self, frame: Frame) -> None:
+        while self.pending >= self.capacity - 1 and not self.closed:
+            time.sleep(0.0005)
+        super().put(frame)
 
 
 def _event_record(event: StreamEvent) -> dict:

@@ -6,7 +6,8 @@ moment (SIGTERM included) leaves complete lines only. ``open()`` fails with a on
 when the file cannot be written, so a bad path is reported at start-up, not after the first frame.
 
 Spec options come as a query: ``jsonl:/var/log/dcrn.jsonl?max_mb=100&keep=5&logits=1``,
-``stdout?format=text``. ``logits=1`` adds the raw per-frame logits to prediction records.
+``stdout?format=text&every=10`` (a human-readable line for every 10th prediction, every event and stats).
+``logits=1`` adds the raw per-frame logits to prediction records.
 """
 
 from __future__ import annotations
@@ -131,11 +132,15 @@ def _finite(value):
 class StdoutSink(Sink):
     """JSON lines on stdout, or ``format=text``: a short human-readable line per record."""
 
-    def __init__(self, *, text: bool = False, include_logits: bool = False, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, *, text: bool = False, every: int = 1, include_logits: bool = False, stream: TextIO | None = None
+    ) -> None:
         super().__init__(include_logits=include_logits)
         self.text = text
+        self.every = every  # text: show every Nth prediction of a stream (events and stats always)
         self.spec = "stdout?format=text" if text else "stdout"
         self._stream = stream
+        self._seen: dict[str, int] = {}
 
     def _open(self) -> TextIO:
         return self._stream or sys.stdout
@@ -145,7 +150,14 @@ class StdoutSink(Sink):
             handle.flush()
 
     def _format(self, record: dict) -> str | None:
-        return text_line(record) if self.text else json_line(record)
+        if not self.text:
+            return json_line(record)
+        if record.get("type") == "prediction" and self.every > 1:
+            count = self._seen.get(record.get("stream", ""), 0)
+            self._seen[record.get("stream", "")] = count + 1
+            if count % self.every:
+                return None
+        return text_line(record)
 
     def _write_line(self, line: str) -> None:
         try:
@@ -272,7 +284,7 @@ def parse_sink(spec: str) -> Sink:
         options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     except ValueError:
         raise SinkError(f"sink {spec!r}: options must look like ?name=value&name=value") from None
-    allowed = {"stdout": {"format", "logits"}, "jsonl": {"max_mb", "keep", "logits"}, "csv": set()}[kind]
+    allowed = {"stdout": {"format", "every", "logits"}, "jsonl": {"max_mb", "keep", "logits"}, "csv": set()}[kind]
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise SinkError(f"sink {spec!r}: unknown options {unknown} (this sink takes {sorted(allowed) or 'none'})")
@@ -281,7 +293,13 @@ def parse_sink(spec: str) -> Sink:
         fmt = options.get("format", "json")
         if fmt not in ("json", "text"):
             raise SinkError(f"sink {spec!r}: format must be json or text, got {fmt!r}")
-        return StdoutSink(text=fmt == "text", include_logits=logits)
+        try:
+            every = int(options.get("every", 1))
+        except ValueError:
+            every = 0
+        if every < 1:
+            raise SinkError(f"sink {spec!r}: every must be a whole number >= 1")
+        return StdoutSink(text=fmt == "text", every=every, include_logits=logits)
     if not rest:
         raise SinkError(f"sink {spec!r} needs a path: {kind}:PATH")
     if kind == "csv":

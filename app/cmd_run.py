@@ -1,0 +1,197 @@
+"""``dcrn run``: recognise actions on cameras, RTSP streams, files or the synthetic stream, headless.
+
+Records go to every ``--sink`` (default: JSON lines on stdout); stats and progress are logged on stderr.
+SIGINT / SIGTERM stop cleanly: capture stops, queued frames are finished, every sink is flushed and
+closed, and the exit code is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dcrn.engine.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        metavar="URI",
+        action="append",
+        required=True,
+        help="camera index, rtsp:// / http(s):// URL, video file or 'synthetic:'; repeat for several streams",
+    )
+    add_engine_arguments(parser)
+    parser.add_argument(
+        "--sink",
+        metavar="SPEC",
+        action="append",
+        help="where records go, repeatable: stdout (default), stdout?format=text, "
+        "jsonl:PATH[?max_mb=100&keep=5&logits=1], csv:PATH",
+    )
+    parser.add_argument("--no-pace", action="store_true", help="read files as fast as possible, not at their fps")
+    parser.add_argument("--loop", action="store_true", help="play files again from the start when they end")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="open/read timeout of network streams (default 10)"
+    )
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, *, model_help: str = "") -> None:
+    """Options shared by ``dcrn run`` and ``dcrn demo``."""
+    parser.add_argument(
+        "--model", default="default", metavar="CKPT", help=model_help or "checkpoint path or shipped model name"
+    )
+    parser.add_argument("--backend", default="torch", help="torch (default), onnxruntime or tensorrt")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--fp16", action="store_true", help="half precision on GPU backends")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument(
+        "--stats-interval", type=float, default=5.0, metavar="S", help="stats records every S seconds (default 5)"
+    )
+    parser.add_argument(
+        "--smoothing", default="ema", choices=["ema", "window", "none"], help="probability smoothing (default ema)"
+    )
+    parser.add_argument("--alpha", type=float, default=0.3, help="EMA weight of the newest frame (default 0.3)")
+    parser.add_argument("--window", type=int, default=8, help="frames averaged by --smoothing window (default 8)")
+    parser.add_argument(
+        "--threshold", type=float, default=0.6, metavar="P", help="an action starts at this probability (default 0.6)"
+    )
+    parser.add_argument(
+        "--threshold-off", type=float, default=0.4, metavar="P", help="... and ends below this one (default 0.4)"
+    )
+    parser.add_argument(
+        "--class-threshold",
+        action="append",
+        default=[],
+        metavar="LABEL=P",
+        help="start threshold of one class, repeatable (e.g. --class-threshold fight=0.8)",
+    )
+    parser.add_argument(
+        "--min-frames", type=int, default=3, metavar="N", help="frames above/below a threshold before an event"
+    )
+    parser.add_argument(
+        "--background",
+        action="append",
+        metavar="LABEL",
+        help="a label that means 'no action' and never starts an event, repeatable "
+        "(default: still, none, background, idle, no_fight, normal, ...)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="CPU threads for the model (default 1; 0 = all cores)"
+    )
+    parser.add_argument("--cache-dir", metavar="DIR", help="exported graphs cache (default ~/.cache/dcrn)")
+
+
+def postprocess_config(args: argparse.Namespace):
+    from dcrn.engine.postprocess import DEFAULT_BACKGROUND, PostprocessConfig
+    from dcrn.models.errors import ConfigError
+
+    thresholds = {}
+    for item in args.class_threshold:
+        label, sep, value = item.rpartition("=")
+        try:
+            thresholds[label] = float(value)
+        except ValueError:
+            label = ""
+        if not sep or not label:
+            raise ConfigError(f"--class-threshold wants LABEL=PROBABILITY, got {item!r}")
+    return PostprocessConfig(
+        smoothing=args.smoothing,
+        alpha=args.alpha,
+        window=args.window,
+        threshold_on=args.threshold,
+        threshold_off=min(args.threshold_off, args.threshold),
+        class_thresholds=thresholds,
+        min_frames_on=args.min_frames,
+        min_frames_off=args.min_frames,
+        background=tuple(args.background) if args.background else DEFAULT_BACKGROUND,
+    )
+
+
+def pipeline_config(args: argparse.Namespace, sources: list[str], *, pace: bool, loop: bool, timeout_s: float):
+    from dcrn.engine.pipeline import PipelineConfig
+
+    return PipelineConfig(
+        sources=sources,
+        model=args.model,
+        backend=args.backend,
+        device=args.device,
+        dtype="float16" if args.fp16 else "float32",
+        max_frames=args.max_frames,
+        duration_s=args.duration,
+        pace=pace,
+        loop=loop,
+        timeout_s=timeout_s,
+        stats_interval_s=args.stats_interval,
+        postprocess=postprocess_config(args),
+        cache_dir=args.cache_dir,
+        threads=args.threads,
+    )
+
+
+def quiet_native_logs(args: argparse.Namespace) -> None:
+    """OpenCV and FFmpeg print warnings straight to stderr; errors reach the user as one line anyway."""
+    if getattr(args, "log_level", "INFO") != "DEBUG":
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
+def main(args: argparse.Namespace) -> int:
+    quiet_native_logs(args)
+    from dcrn.engine.pipeline import Pipeline
+    from dcrn.engine.sinks import parse_sink
+
+    sinks = [parse_sink(spec) for spec in args.sink or ["stdout"]]
+    config = pipeline_config(args, args.source, pace=not args.no_pace, loop=args.loop, timeout_s=args.timeout)
+    return run_pipeline(Pipeline(config, sinks))
+
+
+def run_pipeline(pipeline: Pipeline) -> int:
+    """Run on a worker thread; SIGINT / SIGTERM ask it to stop. Errors from the run are raised here.
+
+    The main thread only waits, so signal handlers never interrupt the pipeline inside a lock. A second
+    signal while stopping raises KeyboardInterrupt (the command line exits with 130).
+    """
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            pipeline.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    signals = 0
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            raise KeyboardInterrupt
+        log.info("%s: stopping (finishing queued frames, closing sinks)", signal.Signals(signum).name)
+        pipeline.stop()
+
+    handled = [signal.SIGINT, signal.SIGTERM]
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+    worker = threading.Thread(target=target, name="dcrn-pipeline")
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        pipeline.stop()
+        worker.join(5.0)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure:
+        raise failure[0]
+    return 0
