@@ -98,6 +98,12 @@ class EngineWorker(QObject):
     def is_running(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def in_flight(self) -> int:
+        """Frames posted to the GUI thread and not yet taken (never more than ``MAX_IN_FLIGHT``)."""
+        with self._lock:
+            return self._in_flight
+
     def frame_painted(self) -> None:
         """The GUI took one posted frame off its queue."""
         with self._lock:

@@ -21,6 +21,7 @@ from PyQt6.QtGui import QImage
 
 from dcrn.app.gui.main import SHORTCUTS, Gui, build
 from dcrn.app.gui.settings import SettingsStore
+from dcrn.app.gui.worker import MAX_IN_FLIGHT
 from dcrn.models import DCRN, DCRNConfig, save_checkpoint, shipped_models
 from dcrn.models.synth import CLASSES
 
@@ -139,6 +140,11 @@ def test_a_missing_file_and_an_unreadable_model_show_errors(qtbot, gui, model, t
     gui.controller.start(source=str(tmp_path / "missing.mp4"), model=model)
     qtbot.waitUntil(gui.window.banner.isVisible, timeout=10_000)
     assert "missing.mp4" in gui.window.banner.label.text()
+    gui.window.clear_error()
+    gui.controller.start(source="7", model=model)  # no such camera here (nor on most machines)
+    qtbot.waitUntil(gui.window.banner.isVisible, timeout=10_000)
+    assert "7" in gui.window.banner.label.text()
+    assert "Camera 7" in gui.window.windowTitle()
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     gui.controller.start(source="synthetic:", model=str(broken))
@@ -212,6 +218,33 @@ def test_closing_the_window_stops_every_thread_within_2_seconds(qtbot, tmp_path,
     logging.getLogger(__name__).info("closed, every thread ended, in %.3f s", elapsed)
     assert left == [], f"threads still alive 2 s after close: {left}"
     assert elapsed < 2.0
+
+
+def test_frames_are_dropped_not_queued_while_the_window_is_busy(qtbot, gui, model):
+    gui.controller.start(source="synthetic:", model=model)
+    wait_for_predictions(qtbot, gui)
+    worker = gui.controller.worker
+    time.sleep(1.5)  # the GUI thread paints nothing meanwhile; the engine keeps going
+    assert worker.in_flight <= MAX_IN_FLIGHT
+    assert worker.display_dropped > 0
+    painted = gui.window.view.frames_painted
+    qtbot.waitUntil(lambda: gui.window.view.frames_painted > painted + 3, timeout=5000)  # live again at once
+    qtbot.waitUntil(lambda: int(gui.window.dropped_label.text().split()[-1]) >= worker.display_dropped, timeout=2000)
+
+
+def test_keyboard_shortcuts_switch_to_the_demo_stream_and_stop(qtbot, gui, model):
+    gui.controller.start(source="synthetic:?seed=4", model=model)
+    wait_for_predictions(qtbot, gui)
+    gui.window.activateWindow()
+    qtbot.waitUntil(lambda: gui.app.activeWindow() is gui.window, timeout=2000)
+    qtbot.keyClick(gui.window.view, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier)
+    assert gui.controller.worker.spec.source == "synthetic:"
+    wait_for_predictions(qtbot, gui)
+    qtbot.keyClick(gui.window.view, Qt.Key.Key_Space)
+    assert gui.controller.worker is None
+    assert gui.window.status_label.text() == "stopped"
+    qtbot.keyClick(gui.window.view, Qt.Key.Key_F5)
+    wait_for_predictions(qtbot, gui)
 
 
 def test_every_shortcut_is_wired_to_its_action(gui):
