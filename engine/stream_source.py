@@ -54,12 +54,19 @@ _opencv_env_lock = threading.Lock()
 
 
 def ffmpeg_options(scheme: str, low_delay: bool) -> dict[str, str]:
-    """FFmpeg demuxer options for a stream: TCP for RTSP; no buffering and a small probe for low delay."""
+    """FFmpeg options for a stream: TCP for RTSP; for low delay, a small probe and no demuxer buffering.
+
+    ``fflags=nobuffer`` is for RTSP only: it discards what was read while probing, which for a live
+    camera is a few stale frames, but for an HTTP file or MJPEG stream is its first frame.
+    """
     options: dict[str, str] = {}
-    if scheme in ("rtsp", "rtsps"):
+    rtsp = scheme in ("rtsp", "rtsps")
+    if rtsp:
         options["rtsp_transport"] = "tcp"  # no lost UDP packets, passes NAT and firewalls
     if low_delay:
-        options.update(fflags="nobuffer", flags="low_delay", probesize="65536", analyzeduration="200000")
+        if rtsp:
+            options["fflags"] = "nobuffer"
+        options.update(flags="low_delay", probesize="65536", analyzeduration="200000")
     return options
 
 
@@ -121,7 +128,7 @@ class StreamSource(Source):
         else:
             self._open_opencv()
         try:
-            self._queue.append(self._next())  # validate: one decoded frame
+            self._queue.insert(0, self._next())  # validate: one decoded frame (any others stay queued after it)
         except SourceError as exc:
             self._close()
             raise type(exc)(f"cannot open {self.uri}: {_reason(exc, self.uri)}") from None

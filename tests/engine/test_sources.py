@@ -322,3 +322,48 @@ def test_source_options_are_validated():
         SourceOptions(timeout_s=0)
     with pytest.raises(ValueError, match="backend"):
         SourceOptions(backend="gstreamer")
+
+
+@pytest.fixture
+def http_server(tmp_path) -> Iterator[tuple[str, Path]]:
+    """A plain HTTP server on 127.0.0.1 that serves files from ``tmp_path``."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class QuietHandler(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_http_stream_is_read_as_a_live_source_until_it_ends(backend, http_server):
+    base, folder = http_server
+    write_video(folder / "clip.mp4", frames=8, fps=25)
+    with open_source(f"{base}/clip.mp4", options=backend_options(backend)) as source:
+        assert source.is_live and source.name == "127.0.0.1-clip"
+        images = []
+        with pytest.raises(SourceError, match=r"127\.0\.0\.1"):
+            for _ in range(100):  # a live source does not end: it is lost (and the capture reopens it)
+                images.append(source.read()[0])
+    assert len(images) == 8
+    for i, image in enumerate(images):
+        assert image.shape == (FRAME_H, FRAME_W, 3)
+        assert abs(int(image[..., 0].mean()) - frame_value(i)) <= 6
+
+
+def test_http_path_that_does_not_exist_is_source_not_found(http_server):
+    pytest.importorskip("av")
+    base, _ = http_server
+    with pytest.raises(SourceNotFound) as info:
+        open_source(f"{base}/missing.mp4", options=SourceOptions(timeout_s=2, backend="pyav"))
+    assert_one_line(info.value, "missing.mp4", "404")
