@@ -259,6 +259,15 @@ def test_lossless_ring_delivers_every_frame_under_concurrent_write_and_read():
     assert seen == list(range(5_000)) and ring.dropped == 0
 
 
+def test_cuda_ring_without_a_gpu_is_backend_unavailable():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from dcrn.engine.errors import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="needs CUDA"):
+        FrameRing(capacity=2, device="cuda")
+
+
 # -- CUDA: device slots, pinned staging, side stream, per-slot events ---------------------------------
 
 
@@ -288,7 +297,10 @@ def test_cuda_slots_are_device_uint8_and_match_the_host_image():
 
 @pytest.mark.gpu
 def test_cuda_put_returns_before_the_upload_finishes_and_get_orders_the_consumer_stream():
-    ring = FrameRing(capacity=2, device="cuda")
+    ring = FrameRing(capacity=1, device="cuda")
+    ring.put(make_frame(41, shape=(1080, 1920)))  # allocates the slot's device and pinned memory
+    ring.get(timeout=1).release()
+    torch.cuda.synchronize()
     frame = make_frame(42, shape=(1080, 1920))
     with torch.cuda.stream(ring.stream):
         torch.cuda._sleep(200_000_000)  # keep the upload stream busy for a long while (GPU cycles)
