@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -44,7 +44,7 @@ class SessionSpec:
     model: str = "default"  # shipped model name or checkpoint path
     backend: str = "torch"
     device: str = "cpu"
-    loop: bool = True  # video files restart at the end, like a player's repeat
+    loop: bool = False  # video files play once and end (status 'ended'); True restarts them
     timeout_s: float = 5.0  # network sources: open / read timeout before the stream counts as lost
 
 
@@ -56,13 +56,11 @@ class Shown:
     prediction: dict  # the prediction record (label, score, top, latency_ms, ...)
     captured: float  # time.monotonic() at capture (end-to-end latency at paint time)
     truth: str | None = None  # ground-truth label when the source knows it (the demo stream)
-    extra: dict = field(default_factory=dict)
 
 
 class EngineWorker(QObject):
     frame_ready = pyqtSignal(object)  # Shown
     record = pyqtSignal(dict)
-    labels_known = pyqtSignal(tuple)
     failed = pyqtSignal(str)
     finished = pyqtSignal()
 
@@ -128,8 +126,7 @@ class EngineWorker(QObject):
                 self._pipeline = pipeline
             if self._stop.is_set():
                 return
-            self._labels = tuple(getattr(pipeline, "labels", ()) or ())
-            self.labels_known.emit(self._labels)
+            self._labels = tuple(pipeline.labels)
             log.info("engine started on %s", shown)
             pipeline.run()
             log.info("engine stopped on %s", shown)
@@ -149,7 +146,7 @@ class EngineWorker(QObject):
                 return
             self._in_flight += 1
         truth = None
-        if getattr(frame, "label", None) is not None and 0 <= frame.label < len(self._labels):
+        if frame.label is not None and 0 <= frame.label < len(self._labels):
             truth = self._labels[frame.label]
         self.frame_ready.emit(Shown(to_qimage(frame.image), dict(prediction), frame.captured, truth))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import cv2
 import pytest
 
 pytest.importorskip("PyQt6.QtWidgets")
@@ -23,7 +24,7 @@ from dcrn.app.gui.main import SHORTCUTS, Gui, build
 from dcrn.app.gui.settings import SettingsStore
 from dcrn.app.gui.worker import MAX_IN_FLIGHT
 from dcrn.models import DCRN, DCRNConfig, save_checkpoint, shipped_models
-from dcrn.models.synth import CLASSES
+from dcrn.models.synth import CLASSES, SyntheticActionStream
 
 pytestmark = pytest.mark.gui
 
@@ -118,6 +119,24 @@ def test_choosing_the_demo_stream_in_the_source_list_switches_to_it(qtbot, gui, 
     sources.activated.emit(index)  # what a click on the entry sends
     wait_for_predictions(qtbot, gui)
     assert gui.controller.worker.spec.source == "synthetic:"
+
+
+def test_a_video_file_plays_to_its_end_and_the_window_says_ended(qtbot, gui, model, tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    stream = SyntheticActionStream(seed=1, size=(120, 160))
+    for _ in range(45):  # 1.5 s
+        writer.write(cv2.cvtColor(stream.read()[0], cv2.COLOR_RGB2BGR))
+    writer.release()
+    gui.window.model_chosen.emit(model)  # what the model list sends
+    gui.window.source_chosen.emit(str(path))  # what the File… dialog sends
+    wait_for_predictions(qtbot, gui)
+    assert "clip.avi" in gui.window.windowTitle()
+    qtbot.waitUntil(lambda: gui.controller.status == "ended" and gui.controller.worker is None, timeout=15_000)
+    assert gui.window.start_stop.text() == "Start"
+    assert "stream_ended" in [row.event for row in gui.window.events.rows]
+    assert gui.window.view.image is not None, "the last frame stays on screen"
+    assert gui.window.panel.current_source() == str(path), "files join the recent sources"
 
 
 def test_a_bad_url_shows_an_error_and_the_window_still_works(qtbot, gui, model, tmp_path):
