@@ -98,7 +98,6 @@ class Controller(QObject):
         self.timer.start()
         self.probe = CameraProbe(self)
         self.probe.found.connect(self._cameras_found, Qt.ConnectionType.QueuedConnection)
-        self.probe.start()
 
         window.start_stop_requested.connect(self.toggle)
         window.source_chosen.connect(self.choose_source)
@@ -168,6 +167,7 @@ class Controller(QObject):
         self._save()
         log.info("starting %s with model %s", source_text, model_text)
         worker.start()
+        self.probe.start(in_use=frozenset({int(spec.source)}) if spec.source.isdigit() else frozenset())
 
     def stop(self) -> None:
         if self.worker is None:

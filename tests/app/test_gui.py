@@ -20,6 +20,7 @@ pytest.importorskip("PyQt6.QtWidgets")
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QImage
 
+from dcrn.app.gui.cameras import probe_cameras
 from dcrn.app.gui.main import SHORTCUTS, Gui, build
 from dcrn.app.gui.settings import SettingsStore
 from dcrn.app.gui.worker import MAX_IN_FLIGHT
@@ -264,6 +265,15 @@ def test_keyboard_shortcuts_switch_to_the_demo_stream_and_stop(qtbot, gui, model
     assert gui.window.status_label.text() == "stopped"
     qtbot.keyClick(gui.window.view, Qt.Key.Key_F5)
     wait_for_predictions(qtbot, gui)
+
+
+def test_camera_probe_is_quick_and_quiet(capfd):
+    started = time.monotonic()
+    found = probe_cameras()
+    assert time.monotonic() - started < 3.0
+    assert all(0 <= index < 4 for index in found)  # none on CI machines; whatever exists elsewhere
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
 
 
 def test_every_shortcut_is_wired_to_its_action(gui):
