@@ -64,11 +64,17 @@ def build(settings_path: str | os.PathLike | None = None, *, backend: str = "tor
 
 @contextmanager
 def close_on_signals(window: MainWindow) -> Iterator[None]:
-    """SIGINT and SIGTERM close the window (as its close button does) while the event loop runs."""
+    """SIGINT and SIGTERM close the window (as its close button does) while the event loop runs.
+
+    Python runs signal handlers only between bytecodes, so a short timer keeps returning control to
+    the interpreter while Qt's event loop waits.
+    """
     previous = {}
 
     def handler(signum: int, frame) -> None:
-        log.info("%s received: closing the window", signal.Signals(signum).name)
+        log.info("%s received: closing the window (again to quit at once)", signal.Signals(signum).name)
+        for other in previous:  # a second Ctrl+C or SIGTERM ends the process, should closing hang
+            signal.signal(other, signal.SIG_DFL)
         QTimer.singleShot(0, window.close)
 
     for signum in (signal.SIGINT, signal.SIGTERM):

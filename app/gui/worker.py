@@ -93,9 +93,6 @@ class EngineWorker(QObject):
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def is_running(self) -> bool:
-        return self._thread.is_alive()
-
     @property
     def in_flight(self) -> int:
         """Frames posted to the GUI thread and not yet taken (never more than ``MAX_IN_FLIGHT``)."""
