@@ -1,6 +1,6 @@
 """What the window remembers between launches, kept in QSettings.
 
-The default location is the platform's per-user settings (``~/.config/DCRN Live/dcrn-gui.conf`` on
+The default location is the platform's per-user settings (``~/.config/DCRN Live/dcrn-gui.ini`` on
 Linux). ``DCRN_GUI_SETTINGS`` or an explicit path selects an INI file instead; tests always pass one so
 that they never touch the user's settings.
 """
