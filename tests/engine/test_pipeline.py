@@ -98,6 +98,42 @@ def test_streaming_logits_equal_forward_sequence_on_a_file(tmp_path, backend, ce
     assert len(ended) == 1 and records.index(ended[0]) > records.index(got[-1])
 
 
+def test_a_file_read_without_pacing_steps_every_frame_exactly_once(tmp_path):
+    model = write_model(tmp_path / "m.pt", "convgru")
+    write_video(tmp_path / "a.mp4", 40, seed=5)
+    config = PipelineConfig(
+        sources=[str(tmp_path / "a.mp4")], model=str(tmp_path / "m.pt"), pace=False, include_logits=True, threads=1
+    )
+    pipeline, records = run(config)
+    got = predictions(records, "a")
+    assert [r["frame"] for r in got] == list(range(40))
+    assert pipeline.stats["a"].record()["dropped"] == 0
+    expected = offline_logits(model, decode(tmp_path / "a.mp4"))
+    assert torch.allclose(torch.tensor([r["logits"] for r in got]), expected, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_streaming_on_cuda_matches_forward_sequence(tmp_path, dtype):
+    model = write_model(tmp_path / "m.pt", "lstm")
+    write_video(tmp_path / "a.mp4", 30, seed=1)
+    config = PipelineConfig(
+        sources=[str(tmp_path / "a.mp4")],
+        model=str(tmp_path / "m.pt"),
+        device="cuda",
+        dtype=dtype,
+        pace=False,
+        include_logits=True,
+    )
+    pipeline, records = run(config)
+    assert pipeline.backend.use_graph
+    got = predictions(records, "a")
+    assert [r["frame"] for r in got] == list(range(30))
+    expected = offline_logits(model, decode(tmp_path / "a.mp4"))
+    atol = 1e-3 if dtype == "float32" else 5e-2
+    assert torch.allclose(torch.tensor([r["logits"] for r in got]), expected, atol=atol)
+
+
 def test_two_streams_are_batched_and_each_keeps_its_own_state(tmp_path):
     model = write_model(tmp_path / "m.pt")
     write_video(tmp_path / "a.mp4", 40, seed=1)
