@@ -21,6 +21,7 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QImage
 
 from dcrn.app.gui.cameras import probe_cameras
+from dcrn.app.gui.controller import describe_source
 from dcrn.app.gui.main import SHORTCUTS, Gui, build
 from dcrn.app.gui.settings import SettingsStore
 from dcrn.app.gui.worker import MAX_IN_FLIGHT
@@ -199,6 +200,20 @@ def test_credentials_in_an_rtsp_url_never_show_in_title_events_list_or_logs(qtbo
     for text in shown:
         assert SECRET not in text and "admin" not in text, text
     assert sources.findData(url) >= 0, "the recent list keeps the full URL to reconnect with"
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        (f"rtsp://admin:{SECRET}@10.0.0.5:554/stream1", "rtsp://***@10.0.0.5:554/stream1"),
+        (f"rtsps://{SECRET}@cam.example/live", "rtsps://***@cam.example/live"),
+        (f"https://cam.example/live.m3u8?token={SECRET}&q=hd", "https://cam.example/live.m3u8?token=***&q=hd"),
+        ("0", "Camera 0"),
+        ("synthetic:", "Demo stream"),
+    ],
+)
+def test_sources_are_described_without_credentials(uri, shown):
+    assert describe_source(uri) == shown
 
 
 def test_snapshot_button_writes_a_png_of_the_frame_with_its_overlay(qtbot, gui, model, tmp_path):
