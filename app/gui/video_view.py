@@ -94,6 +94,8 @@ def paint_overlay(painter: QPainter, rect: QRect, overlay: Overlay) -> None:
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     margin = max(6, rect.height() // 40)
     if overlay.label:
+        # the last prediction stays readable but faded while no new frames arrive
+        painter.setOpacity(1.0 if overlay.status == "live" else 0.6)
         text = f"{overlay.label}  {overlay.score * 100:.0f}%"
         font = _font(rect, 0.065)
         _badge(painter, rect.left() + margin, rect.top() + margin, text, font, QColor(0, 0, 0, 170))
@@ -102,6 +104,7 @@ def paint_overlay(painter: QPainter, rect: QRect, overlay: Overlay) -> None:
         bar = QRectF(rect.left() + margin, rect.top() + margin + QFontMetrics(font).height() + 2 * _pad(font), bar_w, 5)
         painter.fillRect(bar, QColor(0, 0, 0, 170))
         painter.fillRect(QRectF(bar.x(), bar.y(), bar.width() * max(0.0, min(1.0, overlay.score)), 5), _accent())
+        painter.setOpacity(1.0)
     status = overlay.status.upper()
     font = _font(rect, 0.04)
     width = QFontMetrics(font).horizontalAdvance("● " + status) + 2 * _pad(font)
