@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,28 @@ def test_output_is_normalised_chw_at_the_models_input_size():
     assert out.shape == (1, 3, 32, 32) and out.dtype == torch.float32
     expected = torch.tensor([(1.0 - 0.5) / 0.5, (0.0 - 0.25) / 0.25, 0.2])
     assert torch.allclose(out[0, :, 5, 7], expected, atol=1e-5)
+
+
+def test_host_frames_are_resized_exactly_as_the_training_data():
+    from dcrn.models.video_io import resize_frames
+
+    config = DCRNConfig(num_classes=3, input_size=40)
+    image = np.random.default_rng(0).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    expected = torch.from_numpy(resize_frames(image[None], 40)).permute(0, 3, 1, 2).float() / 255.0  # (1, 3, S, S)
+    mean, std = torch.tensor(config.mean).view(1, 3, 1, 1), torch.tensor(config.std).view(1, 3, 1, 1)
+    assert torch.allclose(preprocess([torch.from_numpy(image)], config), (expected - mean) / std, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_frames_are_resized_within_a_grey_level_of_the_host_path():
+    from dcrn.models.synth import SyntheticActionStream
+
+    config = DCRNConfig(num_classes=3, input_size=112, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    frame = SyntheticActionStream(seed=1, fps=30, size=(240, 320)).read()[0]  # a natural-ish picture, not noise
+    image = torch.from_numpy(np.ascontiguousarray(frame))
+    host = preprocess([image], config)
+    gpu = preprocess([image.cuda()], config, device="cuda").cpu()
+    assert (gpu - host).abs().mean() * 255 < 1.5
 
 
 def test_frames_already_at_input_size_are_not_resampled():
