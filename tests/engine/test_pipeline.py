@@ -54,11 +54,15 @@ def decode(path) -> list[np.ndarray]:
     return frames
 
 
-def offline_logits(model: DCRN, frames: list[np.ndarray]) -> torch.Tensor:
-    """forward_sequence over decoded frames, preprocessed the one way the engine does -> (T, C)."""
-    clip = Preprocessor.from_config(model.config)([torch.from_numpy(f) for f in frames])  # (T, 3, S, S)
+def offline_logits(model: DCRN, frames: list[np.ndarray], device: str = "cpu") -> torch.Tensor:
+    """forward_sequence over decoded frames, preprocessed the one way the engine does -> (T, C) on the CPU.
+
+    ``device="cuda"``: the frames start on the GPU, as the CUDA FrameRing hands them over.
+    """
+    images = [torch.from_numpy(f).to(device) for f in frames]
+    clip = Preprocessor.from_config(model.config, device=device)(images)  # (T, 3, S, S)
     with torch.no_grad():
-        return model.forward_sequence(clip.unsqueeze(0))[0]
+        return model.to(device).forward_sequence(clip.unsqueeze(0))[0].cpu()
 
 
 def run(config: PipelineConfig, **kwargs) -> tuple[Pipeline, list[dict]]:
@@ -129,7 +133,7 @@ def test_streaming_on_cuda_matches_forward_sequence(tmp_path, dtype):
     assert pipeline.backend.use_graph
     got = predictions(records, "a")
     assert [r["frame"] for r in got] == list(range(30))
-    expected = offline_logits(model, decode(tmp_path / "a.mp4"))
+    expected = offline_logits(model, decode(tmp_path / "a.mp4"), device="cuda")
     atol = 1e-3 if dtype == "float32" else 5e-2
     assert torch.allclose(torch.tensor([r["logits"] for r in got]), expected, atol=atol)
 
