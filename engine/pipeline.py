@@ -41,6 +41,7 @@ from dcrn.models.errors import ConfigError, DcrnError
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
+RESTORED_WAIT_S = 0.2  # how long the first frame after a reconnect waits for its stream_restored event
 POLL_S = 0.05  # longest wait for a frame before limits, stop and capture events are looked at again
 
 
@@ -93,6 +94,7 @@ class _Stream:
     frames: int = 0  # frames stepped
     discarded: int = 0  # frames taken from the ring but not stepped (limit reached)
     finished: bool = False  # no more frames will be stepped
+    lost: bool = False  # stream_lost was written and stream_restored not yet
     ended: StreamEvent | None = None  # stream_ended, written once the ring is drained
 
 
@@ -262,6 +264,7 @@ class Pipeline:
                 batch = [(s, item) for s, item in batch if s.frames < limit]
             if not batch:
                 return
+            self._await_restored([s for s, item in batch if s.lost and item.frame.discontinuity])
             records: list[list[dict]] = []
             for stream, item in batch:
                 if self.slots.observe(item.frame):  # discontinuity or time gap: a new sequence
@@ -336,10 +339,21 @@ class Pipeline:
                 stream.ended = event  # written once the frames before it are done (see _finish)
                 continue
             self._write(_event_record(event))
+            if stream is not None:
+                stream.lost = event.event == STREAM_LOST
             if event.event == STREAM_LOST and stream is not None:
                 for record in stream.post.reset():  # the action cannot be followed while the stream is gone
                     self._write(record)
         self._flush()
+
+    def _await_restored(self, streams: list[_Stream]) -> None:
+        """A lost stream's first frame again: write its stream_restored first (emitted right after the put)."""
+        deadline = time.monotonic() + RESTORED_WAIT_S
+        while streams and time.monotonic() < deadline:
+            self._handle_events()
+            streams = [s for s in streams if s.lost]
+            if streams:
+                time.sleep(0.001)
 
     # -- output --------------------------------------------------------------------------------------
 

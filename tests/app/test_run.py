@@ -282,5 +282,9 @@ def test_run_survives_the_rtsp_server_being_killed_and_restarted(rtsp_server, tm
     finally:
         code = live.finish(signal.SIGTERM)
     assert code == 0, "".join(live.stderr)
-    events = [r["event"] for r in read_jsonl(out) if r["type"] == "event" and r["event"].startswith("stream_")]
+    records = read_jsonl(out)
+    events = [r["event"] for r in records if r["type"] == "event" and r["event"].startswith("stream_")]
     assert events == ["stream_lost", "stream_restored"] * 3
+    for index, record in enumerate(records):  # a restored stream's frames come after its stream_restored
+        if record.get("event") == "stream_restored":
+            assert not [r for r in records[:index] if r["type"] == "prediction" and r["frame"] >= record["frame"]]
