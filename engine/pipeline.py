@@ -128,6 +128,7 @@ class Pipeline:
         self._events: queue.Queue[StreamEvent] = queue.Queue(maxsize=10_000)
         self._include_logits = config.include_logits or any(getattr(s, "include_logits", False) for s in self.sinks)
         self._started = False
+        self._streaming = False  # captures were started: shutdown finishes queued frames and writes final stats
         self._last_stats = 0.0
         self._callback_failed = False
 
@@ -175,6 +176,7 @@ class Pipeline:
                 config.backend,
                 self.backend.device,
             )
+            self._streaming = True
             for stream in self.streams:
                 stream.capture.start()
             self._loop()
@@ -409,11 +411,11 @@ class Pipeline:
             for stream in self.streams:
                 if stream.capture is not None:
                     stream.capture.join(self.config.timeout_s + 2.0)
-                    if stream.capture.alive:
-                        log.warning("%s: capture thread did not stop in time", stream.name)
+                if stream.capture is not None and stream.capture.alive:
+                    log.warning("%s: capture thread did not stop in time", stream.name)
                 else:
-                    stream.source.close()
-            if self.backend is not None and self.streams and all(s.capture is not None for s in self.streams):
+                    stream.source.close()  # closed already when its capture ran; not when it never started
+            if self._streaming:
                 self._drain()
                 self._handle_events()
                 for stream in self.streams:
@@ -425,7 +427,8 @@ class Pipeline:
                 self._maybe_stats(force=True)
         except BaseException as exc:  # keep closing; re-raised below unless run() already raises
             errors.append(exc)
-            log.exception("error while stopping the pipeline")
+            log.error("error while stopping the pipeline: %s", exc)
+            log.debug("while stopping", exc_info=True)
         finally:
             for sink in self.sinks:
                 try:

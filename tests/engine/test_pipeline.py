@@ -76,28 +76,31 @@ def predictions(records: list[dict], stream: str) -> list[dict]:
     return [r for r in records if r["type"] == "prediction" and r["stream"] == stream]
 
 
-@pytest.mark.parametrize(("backend", "cell"), [("torch", "gru"), ("torch", "lstm"), ("onnxruntime", "lstm")])
-def test_streaming_logits_equal_forward_sequence_on_a_file(tmp_path, backend, cell):
+@pytest.mark.parametrize(
+    ("backend", "cell", "pace"), [("torch", "gru", True), ("torch", "lstm", False), ("onnxruntime", "lstm", False)]
+)
+def test_streaming_logits_equal_forward_sequence_on_a_file(tmp_path, backend, cell, pace):
     model = write_model(tmp_path / "m.pt", cell)
     write_video(tmp_path / "a.mp4", 30, seed=1)
     config = PipelineConfig(
         sources=[str(tmp_path / "a.mp4")],
         model=str(tmp_path / "m.pt"),
         backend=backend,
+        pace=pace,
         include_logits=True,
         cache_dir=str(tmp_path / "cache"),
         threads=1,
     )
     _, records = run(config)
     got = predictions(records, "a")
-    assert len(got) >= 20  # paced at 100 fps: the model keeps up with nearly every frame
     seqs = [r["frame"] for r in got]
+    # Paced (100 fps) a busy machine may drop a few frames, newest first; unpaced every frame is stepped.
+    assert len(got) >= 10 if pace else seqs == list(range(30))
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     frames = decode(tmp_path / "a.mp4")
     expected = offline_logits(model, [frames[s] for s in seqs])  # the frames that were stepped, in order
     streamed = torch.tensor([r["logits"] for r in got])
     assert torch.allclose(streamed, expected, atol=1e-4), (streamed - expected).abs().max()
-    assert records[-2]["type"] in ("event", "stats")
     ended = [r for r in records if r["type"] == "event" and r["event"] == "stream_ended"]
     assert len(ended) == 1 and records.index(ended[0]) > records.index(got[-1])
 
@@ -145,6 +148,7 @@ def test_two_streams_are_batched_and_each_keeps_its_own_state(tmp_path):
     config = PipelineConfig(
         sources=[str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")],
         model=str(tmp_path / "m.pt"),
+        pace=False,
         include_logits=True,
         threads=1,
     )
@@ -152,7 +156,7 @@ def test_two_streams_are_batched_and_each_keeps_its_own_state(tmp_path):
     assert pipeline.slots.batch_sizes[2] >= 5  # frames that arrived together went through one step
     for name in ("a", "b"):
         got = predictions(records, name)
-        assert len(got) >= 25
+        assert [r["frame"] for r in got] == list(range(40))
         frames = decode(tmp_path / f"{name}.mp4")
         expected = offline_logits(model, [frames[r["frame"]] for r in got])
         assert torch.allclose(torch.tensor([r["logits"] for r in got]), expected, atol=1e-4)
@@ -191,7 +195,7 @@ def test_synthetic_stream_with_stats_records_and_duration_limit(tmp_path):
     _, records = run(config)
     assert time.monotonic() - start < 8
     got = predictions(records, "synthetic")
-    assert 20 <= len(got) <= 80
+    assert 10 <= len(got) <= 80
     assert all(isinstance(r["latency_ms"], float) and r["latency_ms"] >= 0 for r in got)
     stats = [r for r in records if r["type"] == "stats"]
     assert len(stats) >= 3 and stats[-1]["frames"] == len(got)
