@@ -36,7 +36,7 @@ _MODULES = {
 }
 _INSTALL_ADVICE = {
     "onnxruntime": "install the onnx extra: pip install 'dcrn-live[onnx]'",
-    "tensorrt": "install TensorRT (pip install 'dcrn-live[tensorrt]' for TensorRT for RTX, or NVIDIA's tensorrt)",
+    "tensorrt": "install TensorRT: pip install tensorrt (data-centre GPUs) or pip install tensorrt-rtx (GeForce RTX)",
 }
 
 

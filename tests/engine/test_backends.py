@@ -130,5 +130,6 @@ def test_a_backend_whose_module_cannot_be_imported_is_unavailable_with_install_a
     import dcrn.engine.backends as backends
 
     monkeypatch.setitem(backends._MODULES, "tensorrt", "dcrn.engine.no_such_backend_module")
-    with pytest.raises(BackendUnavailable, match=r"backend 'tensorrt' is not available.*install TensorRT"):
+    advice = r"backend 'tensorrt' is not available.*pip install tensorrt .*pip install tensorrt-rtx"
+    with pytest.raises(BackendUnavailable, match=advice):
         create_backend("tensorrt", small_model())
