@@ -113,8 +113,8 @@ class _Scene:
         self.actor_accent = _contrasting_color(rng, self.actor_color)
         # An off-centre accent patch makes rotation visible even for near-symmetric outlines.
         self.accent_shape = _polygon(rng, vertices=3) * 0.35 + rng.uniform(-0.3, 0.3, size=2) + (0.25, 0.0)
-        self.r_min = math.log(0.045 * min(size))
-        self.r_max = math.log(0.2 * min(size))
+        self.r_min = math.log(0.06 * min(size))
+        self.r_max = math.log(0.28 * min(size))
         self.floaters = [
             (_polygon(rng) * rng.uniform(0.012, 0.03) * min(size), _random_color(rng))
             for _ in range(rng.integers(0, 3))
@@ -172,7 +172,7 @@ class _World:
         )
         self.pose.angle = rng.uniform(0, 2 * math.pi)
         self.jitter = np.zeros(2)
-        self.jitter_scale = rng.uniform(0.0, 2.5)
+        self.jitter_scale = rng.uniform(0.0, 2.0)
         self.floater_pos = rng.uniform((0, 0), (w, h), size=(len(self.scene.floaters), 2))
         self.floater_vel = rng.normal(0, 8.0, size=(len(self.scene.floaters), 2))
         self.light_amp = rng.uniform(0.0, 0.15)
@@ -198,17 +198,17 @@ class _World:
         h, w = self.scene.height, self.scene.width
         motion = _Motion()
         if name in ("move_left", "move_right"):
-            motion.vx = rng.uniform(0.18, 0.38) * w * (-1 if name == "move_left" else 1)
+            motion.vx = rng.uniform(0.22, 0.45) * w * (-1 if name == "move_left" else 1)
         elif name in ("move_up", "move_down"):
-            motion.vy = rng.uniform(0.18, 0.38) * h * (-1 if name == "move_up" else 1)
+            motion.vy = rng.uniform(0.22, 0.45) * h * (-1 if name == "move_up" else 1)
         elif name in ("grow", "shrink"):
-            motion.growth = rng.uniform(0.35, 0.7) * (1 if name == "grow" else -1)
+            motion.growth = rng.uniform(0.45, 0.8) * (1 if name == "grow" else -1)
         elif name in ("rotate_cw", "rotate_ccw"):
-            motion.spin = math.radians(rng.uniform(70, 160)) * (1 if name == "rotate_cw" else -1)
+            motion.spin = math.radians(rng.uniform(90, 200)) * (1 if name == "rotate_cw" else -1)
         elif name == "blink":
-            motion.blink_period = rng.uniform(0.3, 0.7)
+            motion.blink_period = rng.uniform(0.25, 0.6)
             # In a stream the actor is visible when the segment starts; the first "off" comes soon.
-            motion.blink_phase = rng.uniform(0.0, 0.45) if start_visible else rng.uniform(0.0, 1.0)
+            motion.blink_phase = rng.uniform(0.2, 0.5) if start_visible else rng.uniform(0.0, 1.0)
         return motion
 
     def advance(self, motion: _Motion, frame_in_segment: int) -> _Pose:
