@@ -230,7 +230,8 @@ def test_bad_input_as_a_process_prints_exactly_one_line(tmp_path, model_path, ca
     assert len(lines) == 1 and lines[0].startswith("dcrn run: error: ") and expect in lines[0], done.stderr
 
 
-def test_sigterm_leaves_complete_lines_with_every_event_and_exits_0(tmp_path, model_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_leaves_complete_lines_with_every_event_and_exits_0(tmp_path, model_path, sig):
     out = tmp_path / "out.jsonl"
     live = Live(
         "run", "--source", "synthetic:?fps=60&width=96&height=72", "--model", str(model_path),
@@ -243,7 +244,7 @@ def test_sigterm_leaves_complete_lines_with_every_event_and_exits_0(tmp_path, mo
         live.wait_for(lambda lines: sum(r["type"] == "prediction" for r in lines) >= 30, 60, "predictions")
         before = [r for r in live.lines if r["type"] == "event"]
     finally:
-        code = live.finish(signal.SIGTERM)
+        code = live.finish(sig)
     assert code == 0, "".join(live.stderr)
     text = out.read_text()
     assert text.endswith("\n")
@@ -289,3 +290,23 @@ def test_run_survives_the_rtsp_server_being_killed_and_restarted(rtsp_server, tm
     for index, record in enumerate(records):  # a restored stream's frames come after its stream_restored
         if record.get("event") == "stream_restored":
             assert not [r for r in records[:index] if r["type"] == "prediction" and r["frame"] >= record["frame"]]
+
+
+@pytest.mark.rtsp
+def test_credentials_in_the_url_never_reach_records_or_logs(tmp_path, model_path):
+    from tests.rtsp_fixture import RtspServer, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "out.jsonl"
+    with RtspServer(user="admin", password="hunter2") as server:
+        done = dcrn("--log-level", "DEBUG", "run", "--source", server.url, "--model", str(model_path),
+                    "--max-frames", "5", "--timeout", "5", "--sink", f"jsonl:{out}", timeout=90)  # fmt: skip
+        refused = dcrn("run", "--source", server.url.replace("hunter2", "wrong-hunter2"), "--model",
+                       str(model_path), "--timeout", "5", timeout=90)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(read_jsonl(out)) >= 5
+    assert refused.returncode == 2 and refused.stderr.startswith("dcrn run: error: ")
+    for text in (out.read_text(), done.stdout, done.stderr, refused.stderr):
+        assert "hunter2" not in text and "admin:" not in text
