@@ -402,6 +402,7 @@ class Pipeline:
     def _shutdown(self, raising: bool) -> None:
         """Stop and join captures, finish queued frames, end actions, final stats, close every sink."""
         errors: list[BaseException] = []
+        quiet = logging.DEBUG if raising else logging.ERROR  # while raising, later errors are its echoes
         try:
             for stream in self.streams:
                 if stream.capture is not None:
@@ -427,7 +428,7 @@ class Pipeline:
                 self._maybe_stats(force=True)
         except BaseException as exc:  # keep closing; re-raised below unless run() already raises
             errors.append(exc)
-            log.error("error while stopping the pipeline: %s", exc)
+            log.log(quiet, "error while stopping the pipeline: %s", exc)
             log.debug("while stopping", exc_info=True)
         finally:
             for sink in self.sinks:
@@ -435,7 +436,7 @@ class Pipeline:
                     sink.close()
                 except Exception as exc:
                     errors.append(exc)
-                    log.error("closing %r failed: %s", sink, exc)
+                    log.log(quiet, "closing %r failed: %s", sink, exc)
             if self.backend is not None:
                 self.backend.close()
         if errors and not raising:

@@ -68,7 +68,10 @@ class Sink:
         with self._lock:
             handle, self._handle = self._handle, None
             if handle is not None:
-                self._close(handle)
+                try:
+                    self._close(handle)
+                except OSError as exc:
+                    raise SinkError(f"{self.spec}: closing failed: {exc.strerror or exc}") from None
 
     def write(self, record: dict) -> None:
         if "logits" in record and not self.include_logits:
@@ -79,13 +82,19 @@ class Sink:
         with self._lock:
             if self._handle is None:
                 raise SinkError(f"{self.spec}: write to a sink that is not open")
-            self._write_line(line)
+            try:
+                self._write_line(line)
+            except OSError as exc:  # disk full, file system gone, ...: one clear line, not a traceback
+                raise SinkError(f"{self.spec}: write failed: {exc.strerror or exc}") from None
             self.written += 1
 
     def flush(self) -> None:
         with self._lock:
             if self._handle is not None:
-                self._handle.flush()
+                try:
+                    self._handle.flush()
+                except OSError as exc:
+                    raise SinkError(f"{self.spec}: write failed: {exc.strerror or exc}") from None
 
     def __enter__(self) -> Sink:
         return self.open()

@@ -172,6 +172,7 @@ BAD_INPUT = [
     "unknown backend",
     "cuda without a GPU",
     "sink that cannot be written",
+    "sink that fills up while running",
     "missing model",
 ]
 
@@ -200,6 +201,10 @@ def bad_input_args(case: str, tmp_path: Path, model_path: Path) -> tuple[list[st
         extra, expect = ["--device", "cuda"], "no CUDA GPU"
     elif case == "sink that cannot be written":
         extra, expect = ["--sink", f"jsonl:{tmp_path / 'blocker' / 'out.jsonl'}"], "cannot write"
+    elif case == "sink that fills up while running":
+        if not Path("/dev/full").exists():
+            pytest.skip("needs /dev/full")
+        extra, expect = ["--sink", "jsonl:/dev/full"], "write failed: No space left on device"
     elif case == "missing model":
         extra, expect = ["--model", str(tmp_path / "nope.pt")], "no checkpoint file"
     args = ["run", "--source", source, "--model", str(model_path), "--timeout", "3", "--max-frames", "3", *extra]

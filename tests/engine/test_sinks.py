@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 
 import pytest
 
@@ -119,3 +121,12 @@ def test_writing_after_close_is_an_error(tmp_path):
     sink.close()
     with pytest.raises(SinkError):
         sink.write(EVENT)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_write_that_fails_mid_run_is_a_one_line_sink_error():
+    sink = JsonlSink("/dev/full").open()
+    with pytest.raises(SinkError, match="write failed: No space left on device"):
+        sink.write(EVENT)
+    with contextlib.suppress(OSError):
+        sink.close()
