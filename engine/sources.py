@@ -378,7 +378,10 @@ def open_source(uri: str | int, *, name: str | None = None, options: SourceOptio
         return CameraSource(int(match[1]), name=name, options=options)
     if text.startswith("synthetic:"):
         return _parse_synthetic(text, name, options)
-    scheme = urlsplit(text).scheme.lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", text) else ""
+    try:
+        scheme = urlsplit(text).scheme.lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", text) else ""
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket, "rtsp://[::1"
+        raise BadSourceURI(f"bad source URI {redact(text)!r}: {exc}") from None
     if len(scheme) == 1:  # a Windows drive letter, "C:\\videos\\a.mp4"
         scheme = ""
     if scheme in STREAM_SCHEMES:

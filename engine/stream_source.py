@@ -75,7 +75,10 @@ def parse_stream_url(url: str) -> tuple[str, str, int]:
     shown = redact(url)
     if any(c.isspace() for c in url):
         raise BadSourceURI(f"bad source URI {shown!r}: contains white space")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise BadSourceURI(f"bad source URI {shown!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise BadSourceURI(f"bad source URI {shown!r}: unsupported scheme {scheme!r}")

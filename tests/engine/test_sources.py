@@ -254,6 +254,7 @@ def test_camera_index_opens_a_camera_source_when_one_exists():
         ("rtsp:/127.0.0.1/x", "no host"),
         ("rtsp://127.0.0.1:notaport/x", "port"),
         ("rtsp://127.0.0.1:99999/x", "port"),
+        ("rtsp://[::1/x", "Invalid IPv6 URL"),
         ("http://127.0.0.1/a b", "white space"),
         ("ftp://127.0.0.1/clip.mp4", "unsupported scheme 'ftp'"),
         ("rtmp://127.0.0.1/live", "unsupported scheme 'rtmp'"),
