@@ -25,7 +25,6 @@ import torch
 
 from dcrn.engine.backends import Backend, create_backend
 from dcrn.engine.capture import Capture
-from dcrn.engine.errors import BadSourceURI
 from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, Frame, StreamEvent
 from dcrn.engine.postprocess import PostprocessConfig, StreamPostprocessor
 from dcrn.engine.preprocess import Preprocessor
@@ -36,7 +35,7 @@ from dcrn.engine.slots import StateSlots
 from dcrn.engine.sources import Source, SourceOptions, open_source
 from dcrn.engine.stats import StreamStats, log_line
 from dcrn.models.checkpoint import load_checkpoint
-from dcrn.models.errors import ConfigError, DcrnError
+from dcrn.models.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -195,19 +194,13 @@ class Pipeline:
         ring_device = self.backend.device if self.backend.device.type == "cuda" else "cpu"
         for index, uri in enumerate(config.sources):
             name = config.names[index] if config.names else None
-            try:
-                source = open_source(uri, name=name, options=options)
-            except DcrnError:
-                raise
-            except ValueError as exc:  # e.g. urllib on "rtsp://[::1": still a malformed URI to the user
-                raise BadSourceURI(f"bad source URI {redact(uri)!r}: {redact(str(exc))}") from None
+            source = open_source(uri, name=name, options=options)
             taken = {s.name for s in self.streams}
             if source.name in taken:  # two sources with the same default name: number them
                 source.name = next(f"{source.name}-{k}" for k in range(2, 10_000) if f"{source.name}-{k}" not in taken)
-            if source.is_live or config.pace:
-                ring = FrameRing(config.ring_capacity, ring_device, notify=self._wake)
-            else:  # a file read as fast as possible: every frame, at the model's speed
-                ring = _LosslessRing(max(2, config.ring_capacity), ring_device, notify=self._wake)
+            # A file read as fast as possible is offline analysis: every frame, at the model's speed.
+            lossless = not (source.is_live or config.pace)
+            ring = FrameRing(config.ring_capacity, ring_device, notify=self._wake, overwrite=not lossless)
             stream = _Stream(
                 name=source.name,
                 source=source,
@@ -406,9 +399,7 @@ class Pipeline:
         try:
             for stream in self.streams:
                 if stream.capture is not None:
-                    stream.capture.stop()
-                if isinstance(stream.ring, _LosslessRing):
-                    stream.ring.close()  # its capture may wait in put(); queued frames are still drained
+                    stream.capture.stop()  # also releases a put waiting on a lossless ring
             for stream in self.streams:
                 if stream.capture is not None:
                     stream.capture.join(self.config.timeout_s + 2.0)
@@ -458,19 +449,6 @@ class Pipeline:
             if not batch:
                 return
             self._process(batch)
-
-
-class _LosslessRing(FrameRing):
-    """A ring whose ``put`` waits for a free slot instead of overwriting: files read with ``pace=False``.
-
-    The consumer holds at most one slot of a ring at a time, so ``capacity - 1`` unread frames leave a
-    free slot for the next put. ``close()`` releases a waiting put (the frame is then ignored).
-    """
-
-    def put(self, frame: Frame) -> None:
-        while self.pending >= self.capacity - 1 and not self.closed:
-            time.sleep(0.0005)
-        super().put(frame)
 
 
 def _event_record(event: StreamEvent) -> dict:
