@@ -10,11 +10,13 @@ TensorRT flavour and version, GPU and options) and runs it with TensorRT 10-styl
   returns is a view of the one it wrote. Fed back unchanged, the next step reads it in place, so the
   state is never copied (a state from elsewhere, e.g. rows gathered from stream slots, is copied in once).
   The returned state stays valid until the next ``step``;
-* the enqueue is a CUDA graph where possible: with full TensorRT the ``execute_async_v3`` call is captured
-  by torch (one graph per batch size and A/B direction) and replayed; TensorRT for RTX captures its own
-  graphs (``CudaGraphStrategy.WHOLE_GRAPH_CAPTURE``), since it compiles shape-specialised kernels lazily
-  and a graph captured by hand could freeze the fallback kernels. TensorRT for RTX also keeps its JIT
-  kernels in a runtime cache file beside the engine.
+* one execution context per direction (A -> B, B -> A), each bound to its buffers once, so addresses never
+  change under a captured graph;
+* the enqueue is a CUDA graph where possible: with full TensorRT, torch captures the ``execute_async_v3``
+  call (per direction, once a batch size repeats; recaptured when it changes) and replays it. TensorRT
+  for RTX captures its own graphs (``CudaGraphStrategy.WHOLE_GRAPH_CAPTURE``), since it compiles
+  shape-specialised kernels lazily and a graph captured by hand could freeze the fallback kernels; it
+  also keeps those JIT kernels in a runtime cache file beside the engine.
 
 Importing this module imports neither TensorRT nor CUDA; everything happens in the constructor.
 """
@@ -100,16 +102,22 @@ class TensorRTBackend:
                 f"{torch.cuda.get_device_name(self.device)} (see the log); delete it to rebuild"
             )
         self._runtime_cache = self._runtime_cache_path = None
+        config = None
         if self.flavour.is_rtx:
             config = self._engine.create_runtime_config()
             if use_graph:
                 config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
             self._attach_runtime_cache(config)
-            self._context = self._engine.create_execution_context(config)
-        else:
-            self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise BackendUnavailable(f"{self.flavour.label} could not create an execution context (GPU memory?)")
+        # One execution context per direction (A -> B, B -> A): each keeps its tensor addresses for life,
+        # so a graph captured by us or by TensorRT for RTX never sees an address change.
+        self._contexts = []
+        for _ in range(2):
+            context = (
+                self._engine.create_execution_context(config) if config else self._engine.create_execution_context()
+            )
+            if context is None:
+                raise BackendUnavailable(f"{self.flavour.label} could not create an execution context (GPU memory?)")
+            self._contexts.append(context)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         if sorted(names) != sorted(self._inputs + self._outputs):
             raise BackendUnavailable(f"engine tensors {names} do not match {self._inputs} -> {self._outputs}")
@@ -125,10 +133,16 @@ class TensorRTBackend:
             for _ in range(2)
         ]  # buffer sets A and B
         self._last = 1  # the set the previous step wrote
-        self._bound: tuple[int, int] | None = None
+        for src, context in enumerate(self._contexts):  # bound once: context src reads set src, writes the other
+            for name, buffer in zip(self._inputs, (self._frame, *self._states[src]), strict=True):
+                context.set_tensor_address(name, buffer.data_ptr())
+            for name, buffer in zip(self._outputs, (self._logits, *self._states[1 - src]), strict=True):
+                context.set_tensor_address(name, buffer.data_ptr())
+        self._shaped = [0, 0]  # the batch size each context's input shapes are set for
         # Full TensorRT: capture execute_async_v3 in a torch CUDA graph. TensorRT for RTX does its own.
         self._user_graphs = use_graph and not self.flavour.is_rtx
-        self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        # Per context: (batch, graph). A new batch size changes the context's shapes and invalidates its graph.
+        self._graphs: dict[int, tuple[int, torch.cuda.CUDAGraph]] = {}
         log.info("TensorRT backend: %s, engine %s", self.flavour.label, self.engine_file.path.name)
 
     def _attach_runtime_cache(self, config) -> None:
@@ -173,7 +187,8 @@ class TensorRTBackend:
     def close(self) -> None:
         self._save_runtime_cache()
         self._graphs.clear()
-        self._context = self._engine = self._runtime = None
+        self._contexts = []
+        self._engine = self._runtime = None
 
     # ---- internals ----------------------------------------------------------------------------------------
 
@@ -187,39 +202,41 @@ class TensorRTBackend:
                 return index
         return None
 
-    def _bind(self, batch: int, src: int, dst: int) -> None:
-        if self._bound == (batch, src):
+    def _bind(self, batch: int, src: int) -> None:
+        """Set the input shapes of context ``src`` for ``batch`` rows (addresses never change)."""
+        if self._shaped[src] == batch:
             return
-        context = self._context
+        context = self._contexts[src]
         for name, buffer in zip(self._inputs, (self._frame, *self._states[src]), strict=True):
             context.set_input_shape(name, (batch, *buffer.shape[1:]))
-            context.set_tensor_address(name, buffer.data_ptr())
-        for name, buffer in zip(self._outputs, (self._logits, *self._states[dst]), strict=True):
-            context.set_tensor_address(name, buffer.data_ptr())
-        self._bound = (batch, src)
+        self._shaped[src] = batch
 
-    def _execute(self, stream: torch.cuda.Stream) -> None:
-        if not self._context.execute_async_v3(stream.cuda_stream):
+    def _execute(self, src: int, stream: torch.cuda.Stream) -> None:
+        if not self._contexts[src].execute_async_v3(stream.cuda_stream):
             raise BackendUnavailable(f"{self.flavour.label}: execute_async_v3 failed (see the log)")
 
     def _enqueue(self, batch: int, src: int, dst: int) -> None:
         stream = torch.cuda.current_stream(self.device)
-        graph = self._graphs.get((batch, src))
-        if graph is None and self._user_graphs:
+        captured = self._graphs.get(src)
+        graph = captured[1] if captured is not None and captured[0] == batch else None
+        if graph is None and self._user_graphs and self._shaped[src] == batch:
+            # Capture only once a batch size repeats on this context: a batch that changes every step
+            # (streams joining and leaving) runs without a graph instead of recapturing each time.
             graph = self._capture(batch, src, dst, stream)
         if graph is not None:
             graph.replay()  # on the current stream
             return
-        self._bind(batch, src, dst)
-        self._execute(stream)
+        self._bind(batch, src)
+        self._execute(src, stream)
 
     def _capture(self, batch: int, src: int, dst: int, stream: torch.cuda.Stream) -> torch.cuda.CUDAGraph | None:
         """Capture execute_async_v3 for this batch and A/B direction; None (and no more tries) if it fails."""
-        self._bind(batch, src, dst)
-        self._execute(stream)  # warm-up: TensorRT finishes lazy set-up outside the capture
+        self._graphs.pop(src, None)  # its shapes are about to change
+        self._bind(batch, src)
+        self._execute(src, stream)  # warm-up: TensorRT finishes lazy set-up outside the capture
         side = torch.cuda.Stream(self.device)
         side.wait_stream(stream)
-        capturable = getattr(self._context, "is_stream_capturable", None)
+        capturable = getattr(self._contexts[src], "is_stream_capturable", None)
         if capturable is not None and not capturable(side.cuda_stream):
             log.info("this TensorRT engine cannot be captured in a CUDA graph; running it without one")
             self._user_graphs = False
@@ -227,13 +244,13 @@ class TensorRTBackend:
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, stream=side):
-                self._execute(side)
+                self._execute(src, side)
         except RuntimeError as exc:
             log.warning("CUDA graph capture of the TensorRT engine failed (%s); running it without one", exc)
             self._user_graphs = False
             return None
         stream.wait_stream(side)
-        self._graphs[(batch, src)] = graph
+        self._graphs[src] = (batch, graph)
         log.debug("captured the TensorRT step in a CUDA graph for batch %d (%s)", batch, "AB"[src] + "->" + "AB"[dst])
         return graph
 
