@@ -102,7 +102,7 @@ def run_clips(model: DCRN, clips: tuple[Sample, ...], options: EvalOptions) -> C
         feats = _encode(model, frames)  # (T, F)
         out, _ = model.forward_features(feats[None])  # (1, T, C)
         logits.append(out[0].float().cpu().numpy())
-        features.append(feats.float().mean(0).cpu().numpy())
+        features.append(feats.float().mean(0).flatten().cpu().numpy())  # (F,) or (C*h*w,)
     return ClipOutputs(np.array([s.label for s in clips]), logits, np.stack(features))
 
 

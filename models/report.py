@@ -5,13 +5,18 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def write_report(result: dict, out: Path) -> Path:
     """Write ``out/report.md`` and its figures from an :func:`~dcrn.models.evaluate.evaluate` result."""
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("the report's figures need matplotlib: pip install matplotlib") from None
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -113,13 +113,13 @@ class _Scene:
         self.actor_accent = _contrasting_color(rng, self.actor_color)
         # An off-centre accent patch makes rotation visible even for near-symmetric outlines.
         self.accent_shape = _polygon(rng, vertices=3) * 0.35 + rng.uniform(-0.3, 0.3, size=2) + (0.25, 0.0)
-        self.r_min = math.log(0.06 * min(size))
-        self.r_max = math.log(0.28 * min(size))
+        self.r_min = math.log(0.08 * min(size))
+        self.r_max = math.log(0.3 * min(size))
         self.floaters = [
             (_polygon(rng) * rng.uniform(0.012, 0.03) * min(size), _random_color(rng))
             for _ in range(rng.integers(0, 3))
         ]
-        sigma = rng.uniform(0.0, 7.0)
+        sigma = rng.uniform(0.0, 4.0)
         shape = (self.height + 16, self.width + 16, 3)
         self.noise_pos = [np.clip(np.abs(rng.normal(0, sigma, shape)), 0, 255).astype(np.uint8) for _ in range(2)]
         self.noise_neg = [np.clip(np.abs(rng.normal(0, sigma, shape)), 0, 255).astype(np.uint8) for _ in range(2)]
@@ -172,7 +172,7 @@ class _World:
         )
         self.pose.angle = rng.uniform(0, 2 * math.pi)
         self.jitter = np.zeros(2)
-        self.jitter_scale = rng.uniform(0.0, 2.0)
+        self.jitter_scale = rng.uniform(0.0, 1.0)
         self.floater_pos = rng.uniform((0, 0), (w, h), size=(len(self.scene.floaters), 2))
         self.floater_vel = rng.normal(0, 8.0, size=(len(self.scene.floaters), 2))
         self.light_amp = rng.uniform(0.0, 0.15)
@@ -184,7 +184,7 @@ class _World:
     def nuisance(self) -> tuple[tuple[float, float], np.ndarray, float, tuple[int, int, int]]:
         """Advance jitter, floaters and lighting by one frame; return this frame's values."""
         rng, dt = self.rng, 1.0 / self.fps
-        self.jitter = np.clip(0.85 * self.jitter + rng.normal(0, self.jitter_scale * 0.5, 2), -_JITTER, _JITTER)
+        self.jitter = np.clip(0.9 * self.jitter + rng.normal(0, self.jitter_scale * 0.3, 2), -_JITTER / 2, _JITTER / 2)
         self.floater_vel = 0.95 * self.floater_vel + rng.normal(0, 2.0, self.floater_vel.shape)
         self.floater_pos = self.floater_pos + self.floater_vel * dt
         gain = self.base_gain * (1 + self.light_amp * math.sin(2 * math.pi * self.t * dt / self.light_period))

@@ -212,7 +212,9 @@ def train(options: TrainOptions) -> TrainResult:
                 break
             x = normalize(frames)  # (B, T, 3, S, S) or (B, T, F)
             y = labels.to(device)  # (B, T)
-            loss, correct, counted = _train_step(model, x, y, loss_fn, optimizer, scaler, options, use_amp)
+            loss, correct, counted = _train_step(
+                model, x, y, loss_fn, optimizer, scaler, options, use_amp, features=cached_features
+            )
             scheduler.step()
             stats.add(loss, correct, counted, y.numel())
             bar.update(loss=stats.loss, acc=stats.accuracy, fps=stats.frames / (time.monotonic() - epoch_started))
@@ -251,7 +253,7 @@ def train(options: TrainOptions) -> TrainResult:
     return TrainResult(Path(options.out), best_epoch, best_acc if val_set else None, history, wall)
 
 
-def _train_step(model, x, y, loss_fn, optimizer, scaler, options: TrainOptions, use_amp: bool):
+def _train_step(model, x, y, loss_fn, optimizer, scaler, options: TrainOptions, use_amp: bool, *, features: bool):
     """One optimizer step per BPTT chunk; returns (mean loss, correct frames, labelled frames)."""
     steps = x.shape[1]
     chunk = options.bptt or steps
@@ -260,7 +262,7 @@ def _train_step(model, x, y, loss_fn, optimizer, scaler, options: TrainOptions, 
     for start in range(0, steps, chunk):
         xc, yc = x[:, start : start + chunk], y[:, start : start + chunk]
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-            if x.dim() == 3:  # cached features (B, T, F)
+            if features:  # cached encoder outputs (B, t, *feature_shape)
                 logits, state = model.forward_features(xc, state)
             else:
                 logits, state = model.forward_sequence(xc, state, return_state=True)  # (B, t, C)
