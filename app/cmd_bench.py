@@ -154,10 +154,14 @@ def _bench_one(name: str, plan: _Plan):
     report = BackendReport(name=name, device=str(device), threads=plan.threads)
     torch.set_num_threads(plan.threads)
     max_batch = max(plan.settings.batches)
-    try:
-        backend = create_backend(
+
+    def open_backend():
+        return create_backend(
             name, plan.model, threads=plan.threads, device=device, dtype=plan.dtype, max_batch=max_batch
         )
+
+    try:
+        backend = open_backend()
     except (BackendUnavailable, ConfigError) as exc:
         log.warning("%s: unavailable: %s", name, exc)
         report.available, report.reason = False, str(exc)
@@ -168,7 +172,7 @@ def _bench_one(name: str, plan: _Plan):
             name, plan.model, device=device, dtype=plan.dtype, window=plan.settings.window, threads=plan.threads
         )
         inputs = make_inputs(plan.model.config.input_size, plan.settings.frame_pool, device, plan.dtype)
-        report.bench = bench_backend(backend, window_fn, inputs, plan.settings)
+        report.bench = bench_backend(backend, window_fn, inputs, plan.settings, fresh_backend=open_backend)
     finally:
         backend.close()
     for threads in plan.e2e_threads:

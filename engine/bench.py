@@ -7,11 +7,14 @@ are already preprocessed (float, on the backend's device), so what is timed is t
 * **throughput**: frames per second at each batch size, timed over a loop (one sync at the end);
 * **sliding window**: what clip-based recognizers do, the same network recomputed over the last T frames
   for every update, timed interleaved with incremental steps so both see the same machine load;
-* **constant latency**: one continuous stream with the state carried from frame 0 to frame N; the median
-  step time of a span of steps starting at an early frame (100) against the last span before N, and the
-  process's resident memory over the same run. On a shared machine wall-clock time also moves with other
-  processes' load, so two load-insensitive forms of the same ratio come with it: the spans' process CPU
-  time, and the early state (kept at the early frame) stepped alternately with the late state at the end.
+* **constant latency**: one continuous stream with the state carried from frame 0 to frame N, every step
+  timed, and the process's resident memory alongside. "Step time at frame N against frame 100" is taken
+  side by side at the end: the final state on the long-running backend, and the state saved at frame 100
+  on a freshly created backend, stepped alternately. Both see the same machine load, so the ratio shows
+  what the stream's length does (state values, anything accumulating in the backend) and not what other
+  processes do. The two spans measured at their own times (median wall-clock and CPU time of steps
+  100..599 and of the last 500) and a curve of 1,000-frame medians come with it: on a quiet machine they
+  agree; on a shared one they move with the load.
 """
 
 from __future__ import annotations
@@ -82,11 +85,14 @@ class DriftResult:
     frames: int  # length of the continuous stream
     early_frame: int  # first frame of the early span
     late_frame: int  # first frame of the late span
-    early_ms: float  # median step time over the early span
-    late_ms: float  # median step time over the late span
-    drift: float  # late_ms / early_ms
-    cpu_drift: float  # the same ratio in process CPU time: insensitive to other processes' load
-    same_time_drift: float  # late state vs early state, stepped alternately at the end (load cancels out)
+    early_ms: float  # median step time over the early span, measured at its own time
+    late_ms: float  # median step time over the late span, measured at its own time
+    drift: float  # side by side at the end: late state (long-running backend) / early state (fresh backend)
+    drift_same_backend: float  # side by side, both states on the long-running backend
+    drift_wall: float  # late_ms / early_ms: the spans at their own times (moves with other processes' load)
+    drift_cpu: float  # the same spans in process CPU time (less sensitive to load, not immune: shared caches)
+    side_late_ms: float  # side by side: median step from the late state (paired with the fresh backend)
+    side_early_ms: float  # side by side: median step from the early state on the fresh backend
     rss_start_mb: float
     rss_end_mb: float
     rss_max_mb: float
@@ -213,7 +219,9 @@ def measure_window(
     return WindowResult(settings.window, window_ms, step_ms, window_ms / step_ms)
 
 
-def measure_drift(backend: Any, inputs: Inputs, settings: BenchSettings) -> DriftResult:
+def measure_drift(
+    backend: Any, inputs: Inputs, settings: BenchSettings, fresh_backend: Callable[[], Any] | None = None
+) -> DriftResult:
     """One continuous stream of ``stream_frames`` batch-1 steps, state carried throughout, every step timed."""
     device = inputs.device
     span, frames, block = settings.drift_span, settings.stream_frames, settings.rss_every
@@ -251,8 +259,12 @@ def measure_drift(backend: Any, inputs: Inputs, settings: BenchSettings) -> Drif
     gpu_growth = (torch.cuda.memory_allocated(device) - gpu_start) / MB if cuda else None
     early, late = slice(early_frame, early_frame + span), slice(late_frame, frames)
     early_ms, late_ms = float(np.median(wall[early])) * 1e3, float(np.median(wall[late])) * 1e3
-    cpu_drift = float(np.median(cpu[late]) / np.median(cpu[early]))
-    same_time = same_time_ratio(backend, pool, state, early_state, span, device)
+    fresh = fresh_backend() if fresh_backend is not None else backend
+    try:
+        side = side_by_side(backend, fresh, pool, state, early_state, span, device)
+    finally:
+        if fresh is not backend:
+            fresh.close()
     curve = [
         (start, float(np.median(wall[start : start + block])) * 1e3, float(rss[start // block]))
         for start in range(0, frames, block)
@@ -263,9 +275,12 @@ def measure_drift(backend: Any, inputs: Inputs, settings: BenchSettings) -> Drif
         late_frame=late_frame,
         early_ms=early_ms,
         late_ms=late_ms,
-        drift=late_ms / early_ms,
-        cpu_drift=cpu_drift,
-        same_time_drift=same_time,
+        drift=side["late_vs_early_fresh"] / side["early_fresh"],
+        drift_same_backend=side["late_vs_early"] / side["early"],
+        drift_wall=late_ms / early_ms,
+        drift_cpu=float(np.median(cpu[late]) / np.median(cpu[early])),
+        side_late_ms=side["late_vs_early_fresh"],
+        side_early_ms=side["early_fresh"],
         rss_start_mb=rss_start,
         rss_end_mb=rss_end,
         rss_max_mb=float(rss.max()),
@@ -276,23 +291,35 @@ def measure_drift(backend: Any, inputs: Inputs, settings: BenchSettings) -> Drif
     )
 
 
-def same_time_ratio(backend: Any, pool: list, late: Any, early: Any, span: int, device: torch.device) -> float:
-    """Median step time from the late state over that from the early state, stepped alternately now."""
-    late_times, early_times = np.empty(span), np.empty(span)
-    for i in range(span):
-        frame = pool[i % len(pool)]
-        start = time.perf_counter()
-        _, late = backend.step(frame, late)
-        sync(device)
-        late_times[i] = time.perf_counter() - start
-        # Backends may hand back views of their own buffers (valid until the next step): keep copies.
-        late = clone_state(late)
-        start = time.perf_counter()
-        _, early = backend.step(frame, early)
-        sync(device)
-        early_times[i] = time.perf_counter() - start
-        early = clone_state(early)
-    return float(np.median(late_times) / np.median(early_times))
+def side_by_side(
+    backend: Any, fresh: Any, pool: list, late: Any, early: Any, span: int, device: torch.device
+) -> dict[str, float]:
+    """Median ms of the late state against the early state, stepped in pairs at the same time (same load).
+
+    Two rounds of ``span`` pairs: the late state against a copy of the early state on ``fresh`` (another
+    instance of the backend: what a new stream would get), then against the early state on the same
+    backend. Within a pair the order is random, because a step runs faster right after a step of the same
+    backend (its weights are still in cache) than after another backend's.
+    """
+    order = np.random.default_rng(0)
+    out: dict[str, float] = {}
+    for key, other in (("early_fresh", fresh), ("early", backend)):
+        states = {"late": (backend, late), key: (other, clone_state(early))}
+        times = {name: np.empty(span) for name in states}
+        for i in range(span):
+            frame = pool[i % len(pool)]
+            for name in order.permutation(list(states)):
+                runner, state = states[name]
+                start = time.perf_counter()
+                _, state = runner.step(frame, state)
+                sync(device)
+                times[name][i] = time.perf_counter() - start
+                # Backends may hand back views of their own buffers (valid until the next step): keep copies.
+                states[name] = (runner, clone_state(state))
+        late = states["late"][1]
+        out[f"late_vs_{key}"] = float(np.median(times["late"])) * 1e3
+        out[key] = float(np.median(times[key])) * 1e3
+    return out
 
 
 def clone_state(state: Any) -> Any:
@@ -320,12 +347,17 @@ def bench_backend(
     window_fn: Callable[[torch.Tensor], Any],
     inputs: Inputs,
     settings: BenchSettings,
+    fresh_backend: Callable[[], Any] | None = None,
 ) -> BackendBench:
-    """Step latency and throughput, the window baseline and the constant-latency stream, in that order."""
+    """Step latency and throughput, the window baseline and the constant-latency stream, in that order.
+
+    ``fresh_backend()`` makes another instance of the same backend for the side-by-side drift check
+    (without it, the early state runs on the long-running backend too).
+    """
     log.info("step latency and throughput")
     steps = measure_steps(backend, inputs, settings)
     log.info("sliding window of %d frames", settings.window)
     window = measure_window(backend, window_fn, inputs, settings)
     log.info("constant latency over %d frames", settings.stream_frames)
-    drift = measure_drift(backend, inputs, settings)
+    drift = measure_drift(backend, inputs, settings, fresh_backend)
     return BackendBench(steps=steps, window=window, drift=drift)
