@@ -122,5 +122,9 @@ def build_cell(name: str, feature_shape: tuple[int, ...], hidden: int, kernel: i
         return GRU(feature_shape[0], hidden)
     if name == "lstm":
         return LSTM(feature_shape[0], hidden)
+    if name.startswith("motion_"):
+        from .motion_cell import MOTION_CELLS
+
+        return MOTION_CELLS[name](feature_shape[0], hidden)
     conv = {"convrnn": ConvRNN, "convgru": ConvGRU, "convlstm": ConvLSTM}[name]
     return conv(feature_shape[0], hidden, kernel)

@@ -168,6 +168,9 @@ def train(options: TrainOptions) -> TrainResult:
         for p in model.encoder.parameters():
             p.requires_grad_(False)
     train_set = _dataset(options, train_index, model, device, train=True, features=cached_features)
+    if cached_features and hasattr(model.cell, "fit_input_stats") and resume_payload is None:
+        # A cell that standardises its input (motion_cell.py) takes the statistics of the training features.
+        model.cell.fit_input_stats(np.concatenate([train_set.store.load(i)[0] for i in range(len(train_index))]))
     val_set = _dataset(options, val_index, model, device, train=False, features=cached_features) if val_index else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(options, params)
