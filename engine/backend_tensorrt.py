@@ -242,8 +242,9 @@ class TensorRTBackend:
             self._user_graphs = False
             return None
         graph = torch.cuda.CUDAGraph()
+        # thread_local: capture threads keep uploading frames on their own streams while this captures.
         try:
-            with torch.cuda.graph(graph, stream=side):
+            with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
                 self._execute(src, side)
         except RuntimeError as exc:
             log.warning("CUDA graph capture of the TensorRT engine failed (%s); running it without one", exc)

@@ -217,3 +217,13 @@ def test_tensorrt_backend_matches_torch_on_cpu_over_a_stream(cell, tmp_path):
         assert (logits.cpu() - expected).abs().max().item() <= 1e-3
     assert len(buffers) == 2  # the state ping-pongs between two buffer sets, never copied
     backend.close()
+
+
+def test_importing_the_tensorrt_backend_loads_neither_tensorrt_nor_cuda():
+    code = (
+        "import sys, torch, dcrn.engine.backend_tensorrt, dcrn.engine.trt_build\n"
+        "assert not {'tensorrt', 'tensorrt_rtx'} & set(sys.modules), 'TensorRT imported at import time'\n"
+        "assert not torch.cuda.is_initialized(), 'CUDA initialised at import time'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
