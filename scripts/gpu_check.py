@@ -38,6 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FP32_ABS = 1e-4
 FP16_REL = 1e-2
+PARITY_BATCH = 4  # streams in the parity check
 
 
 def install_import_shim() -> str:
@@ -133,7 +134,7 @@ def make_backends(model, device, dtype, max_batch: int) -> dict:
     return backends
 
 
-def stream_parity(backend, model, device, *, batch: int = 4, steps: int = 16) -> tuple[float, float]:
+def stream_parity(backend, model, device, *, batch: int = PARITY_BATCH, steps: int = 16) -> tuple[float, float]:
     """(max abs diff, max |reference|) of logits and state over a stream, CPU float32 as reference."""
     import torch
 
@@ -182,7 +183,7 @@ def check_torch_backends(report: Report, model, device, args) -> None:
     for dtype in (torch.float32, torch.float16):
         dname = str(dtype).removeprefix("torch.")
         try:
-            backends = make_backends(model, device, dtype, max(args.batches))
+            backends = make_backends(model, device, dtype, max(*args.batches, PARITY_BATCH))
         except Exception as exc:
             report.failed(f"torch backend {dname}: create", exc)
             continue
@@ -269,7 +270,7 @@ def check_tensorrt(report: Report, model, device) -> None:
     try:
         from dcrn.engine.backend_tensorrt import TensorRTBackend
 
-        backend = TensorRTBackend(model, device=device, max_batch=4)
+        backend = TensorRTBackend(model, device=device, max_batch=PARITY_BATCH)
     except BackendUnavailable as exc:
         report.check("tensorrt backend", None, str(exc).splitlines()[0][:200])
         return
