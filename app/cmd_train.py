@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--warmup-epochs", type=float, default=0.5)
     opt.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
     opt.add_argument("--label-smoothing", type=float, default=0.0)
+    opt.add_argument(
+        "--loss-skip-frames", type=int, default=0, help="the first N frames of every item count in no loss (default 0)"
+    )
     opt.add_argument("--bptt", type=int, default=0, help="truncated BPTT chunk length in frames (0: whole item)")
     opt.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -118,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs,
         grad_clip=args.grad_clip,
         label_smoothing=args.label_smoothing,
+        loss_skip_frames=args.loss_skip_frames,
         bptt=args.bptt,
         amp=not args.no_amp,
         device=args.device,

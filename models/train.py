@@ -80,6 +80,7 @@ class TrainOptions:
     warmup_epochs: float = 0.5
     grad_clip: float = 1.0  # max gradient norm; 0: off
     label_smoothing: float = 0.0
+    loss_skip_frames: int = 0  # the first N frames of every item count in no loss (the state is still warming up)
     bptt: int = 0  # truncated BPTT chunk length in frames; 0: whole items
     amp: bool = True  # mixed precision (CUDA only)
     device: str = "auto"
@@ -170,7 +171,7 @@ def train(options: TrainOptions) -> TrainResult:
     train_set = _dataset(options, train_index, model, device, train=True, features=cached_features)
     if cached_features and hasattr(model.cell, "fit_input_stats") and resume_payload is None:
         # A cell that standardises its input (motion_cell.py) takes the statistics of the training features.
-        model.cell.fit_input_stats(np.concatenate([train_set.store.load(i)[0] for i in range(len(train_index))]))
+        model.cell.fit_input_stats([train_set.store.load(i)[0] for i in range(len(train_index))])
     val_set = _dataset(options, val_index, model, device, train=False, features=cached_features) if val_index else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(options, params)
@@ -215,6 +216,8 @@ def train(options: TrainOptions) -> TrainResult:
                 break
             x = normalize(frames)  # (B, T, 3, S, S) or (B, T, F)
             y = labels.to(device)  # (B, T)
+            if options.loss_skip_frames:
+                y[:, : options.loss_skip_frames] = -1
             loss, correct, counted = _train_step(
                 model, x, y, loss_fn, optimizer, scaler, options, use_amp, features=cached_features
             )
