@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from .errors import ConfigError
 
 ENCODERS = ("seed", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0")
-CELLS = ("gru", "lstm", "convrnn", "convgru", "convlstm", "motion_avg", "motion_gru")
+CELLS = ("gru", "lstm", "convrnn", "convgru", "convlstm", "motion_avg")
 CONV_CELLS = ("convrnn", "convgru", "convlstm")
 POOLS = ("avg", "flatten")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -24,7 +24,7 @@ class DCRNConfig:
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # seed CNN: output channels of each block
     encoder_padding: str = "same"  # seed CNN convolutions: "same" (keeps size) or "valid" (Keras' default)
     pretrained: bool = False  # torchvision backbones: start from the standard ImageNet weights
-    cell: str = "gru"  # gru, lstm, motion_avg/_gru (vectors; motion_cell.py) or convrnn, convgru, convlstm (maps)
+    cell: str = "gru"  # gru, lstm, motion_avg (vectors; motion_cell.py) or convrnn, convgru, convlstm (maps)
     hidden_size: int = 128  # GRU/LSTM units, or channels of a convolutional cell's state
     cell_kernel: int = 3  # kernel size of the convolutional cells
     pool: str = "avg"  # feature map -> vector before a GRU/LSTM: "avg" (global average) or "flatten"

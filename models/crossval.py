@@ -128,6 +128,8 @@ def export_weights(last: Path, out: Path, cross_validation: dict | None = None) 
     (a :func:`summarize` result) goes into its meta, so the shipped file carries the numbers behind it."""
     model, meta = load_checkpoint(last)
     meta.pop("path", None)
+    if meta.get("history"):
+        meta["epoch"] = meta["history"][-1]["epoch"]  # the weights are this epoch's, whatever best_epoch says
     if cross_validation is not None:
         meta["cross_validation"] = cross_validation
     return save_checkpoint(out, model, meta=meta)

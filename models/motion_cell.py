@@ -1,9 +1,9 @@
-"""Recurrent cells that see how fast the picture changes, for small real-footage data sets.
+"""A recurrent cell that sees how fast the picture changes, for small real-footage data sets.
 
 On surveillance footage a single frame's appearance says little about what happens in it; how fast the
 picture changes says more (fights are fast, close and chaotic). A plain GRU on pooled CNN features can only
 see change by remembering the previous features in its small state, which it does badly on a few hundred
-clips. These cells keep what they need in explicit state tensors instead, so each step costs the same and
+clips. This cell keeps what it needs in explicit state tensors instead, so each step costs the same and
 an all-zero state is a fresh stream (a reset state slot needs nothing special):
 
 * ``motion_avg``: a running average (over the last ``WINDOW`` frames at most) of the standardised frame
@@ -12,14 +12,15 @@ an all-zero state is a fresh stream (a reset state slot needs nothing special):
   in units of how much each average varies between training clips.
   State ``(avg, ema, count)``. On clips this is a linear classifier of [mean features, mean change] that
   gives an answer at every frame.
-* ``motion_gru``: a GRU over ``[z_t, c_t]``. State ``(h, ema, count)``.
+
+A GRU over ``[z_t, c_t]`` was tried too; on a few hundred clips it overfit where the average did not.
 
 Standardisation: ``z = (f - mean) / std`` with per-feature buffers that ``dcrn train`` fits on the training
 set's features when the encoder is frozen (``fit_input_stats``); they travel in the checkpoint. Training
 with ``--loss-skip-frames`` (e.g. 8) leaves the first frames of each item, whose average is still mostly one
-frame's appearance, out of the loss: otherwise the model learns to tell scenes apart rather than actions. Changes are
-taken between *consecutive* frames at the rate the stream delivers them: train on consecutive frames
-(``--sampling consecutive --stride 1``) of footage at the camera's frame rate.
+frame's appearance, out of the loss: otherwise the model learns to tell scenes apart rather than actions.
+Changes are taken between *consecutive* frames at the rate the stream delivers them: train on consecutive
+frames (``--sampling consecutive --stride 1``) of footage at the camera's frame rate.
 """
 
 from __future__ import annotations
@@ -105,25 +106,4 @@ class MotionAverage(_MotionInput):
         return self.out(self.dropout(avg)), state  # (B, hidden)
 
 
-class MotionGRU(_MotionInput):
-    """GRU over ``[z_t, c_t]``. State: (h, ema, count)."""
-
-    state_names = ("h", "ema", "count")
-
-    def __init__(self, in_features: int, hidden: int) -> None:
-        super().__init__(in_features)
-        self.hidden = hidden
-        self.dropout = nn.Dropout(INPUT_DROPOUT)
-        self.cell = nn.GRUCell(2 * in_features, hidden)
-
-    def state_shapes(self, feature_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-        return [(self.hidden,), (self.in_features,), (1,)]
-
-    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        h, ema, count = state  # (B, hidden), (B, F), (B, 1)
-        u, ema = self.motion(x, ema, (count > 0).to(x.dtype))  # (B, 2F)
-        h = self.cell(self.dropout(u), h)  # (B, hidden)
-        return h, (h, ema, torch.clamp(count + 1, max=WINDOW))
-
-
-MOTION_CELLS = {"motion_avg": MotionAverage, "motion_gru": MotionGRU}
+MOTION_CELLS = {"motion_avg": MotionAverage}
