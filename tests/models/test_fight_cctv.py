@@ -46,6 +46,8 @@ def test_shipped_fight_cctv_loads_by_name_with_fight_and_nofight_labels(fight_mo
     assert model.config.encoder == "mobilenet_v2"
     assert meta["path"].endswith("fight-cctv.pt")
     assert "--freeze-encoder" in meta["command"]
+    assert model.config.cell == "motion_avg"
+    assert not torch.allclose(model.cell.input_std, torch.ones_like(model.cell.input_std))  # fitted by dcrn train
 
 
 def test_shipped_fight_cctv_steps_on_real_frames_with_sane_probabilities(fight_model, fight_data):
