@@ -25,24 +25,12 @@ from dcrn.app.gui.controller import describe_source
 from dcrn.app.gui.main import SHORTCUTS, Gui, build
 from dcrn.app.gui.settings import SettingsStore
 from dcrn.app.gui.worker import MAX_IN_FLIGHT
-from dcrn.models import DCRN, DCRNConfig, save_checkpoint, shipped_models
 from dcrn.models.synth import CLASSES, SyntheticActionStream
 
 pytestmark = pytest.mark.gui
 
 FIRST_PREDICTION_S = 15.0  # generous for a loaded 2-core CI machine; typically well under a second
 SECRET = "s3cretPW"
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> str:
-    """The shipped default model when it is installed, else a small freshly initialised one."""
-    if "default" in shipped_models():
-        return "default"
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    config = DCRNConfig(num_classes=len(CLASSES), labels=CLASSES, encoder_widths=(8, 16), hidden_size=32, input_size=64)
-    save_checkpoint(path, DCRN(config))
-    return str(path)
 
 
 @pytest.fixture

@@ -14,22 +14,10 @@ import pytest
 
 pytest.importorskip("PyQt6.QtWidgets")
 
-from dcrn.models import DCRN, DCRNConfig, save_checkpoint, shipped_models
-from dcrn.models.synth import CLASSES
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 SECRET = "s3cretPW"
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> str:
-    if "default" in shipped_models():
-        return "default"
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    config = DCRNConfig(num_classes=len(CLASSES), labels=CLASSES, encoder_widths=(8, 16), hidden_size=32, input_size=64)
-    save_checkpoint(path, DCRN(config))
-    return str(path)
 
 
 def launch(tmp_path, model: str, source: str = "synthetic:") -> tuple[subprocess.Popen, object]:

@@ -14,24 +14,12 @@ pytest.importorskip("PyQt6.QtWidgets")
 from PyQt6.QtCore import QTimer
 
 from dcrn.app.gui.main import build
-from dcrn.models import DCRN, DCRNConfig, save_checkpoint, shipped_models
-from dcrn.models.synth import CLASSES
 from tests import rtsp_fixture  # starts, kills and restarts the GStreamer test camera
 
 pytestmark = [pytest.mark.gui, pytest.mark.rtsp, pytest.mark.slow]
 
 SECRET = "hunter2-gui"
 MAX_GAP_S = 0.5  # the longest the GUI thread may go without handling events (loaded 2-core CI)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> str:
-    if "default" in shipped_models():
-        return "default"
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    config = DCRNConfig(num_classes=len(CLASSES), labels=CLASSES, encoder_widths=(8, 16), hidden_size=32, input_size=64)
-    save_checkpoint(path, DCRN(config))
-    return str(path)
 
 
 @pytest.fixture
