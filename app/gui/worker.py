@@ -117,6 +117,7 @@ class EngineWorker(QObject):
                 timeout_s=self.spec.timeout_s,
                 stats_interval_s=STATS_INTERVAL_S,
                 postprocess=PostprocessConfig(top_k=TOP_K),
+                threads=1,  # as `dcrn run`: the capture, pipeline and Qt threads share the cores
             )
             pipeline = Pipeline(config, on_frame=self._on_frame, on_record=self._on_record)
             with self._lock:
