@@ -107,8 +107,8 @@ class Hysteresis:
         self.on, self.off = config.thresholds(labels)
         self.min_on = config.min_frames_on
         self.min_off = config.min_frames_off
-        background = set(config.background)
-        self.candidates = [i for i, label in enumerate(labels) if label not in background]
+        background = {name.casefold() for name in config.background}  # "noFight" is "nofight"
+        self.candidates = [i for i, label in enumerate(labels) if label.casefold() not in background]
         self.active: int | None = None  # class index of the running action
         self._pending: int | None = None  # class that is above "on", not yet started
         self._pending_frames = 0

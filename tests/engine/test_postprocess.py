@@ -58,6 +58,12 @@ def test_background_class_never_starts_an_action():
     assert hyst.update(probs(0.99, 0.005, 0.005), frame(0)) == []
 
 
+def test_background_labels_match_whatever_their_case():
+    hyst = Hysteresis(("fight", "noFight"), PostprocessConfig(min_frames_on=1))  # the fight-cctv model's labels
+    assert hyst.update(probs(0.01, 0.99), frame(0)) == []
+    assert [e["label"] for e in hyst.update(probs(0.99, 0.01), frame(1))] == ["fight"]
+
+
 def test_a_new_action_ends_the_running_one():
     hyst = Hysteresis(LABELS, PostprocessConfig(min_frames_on=1, min_frames_off=5))
     hyst.update(probs(0.1, 0.8, 0.1), frame(0))
