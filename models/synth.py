@@ -14,8 +14,10 @@ Two forms share one renderer:
 * :class:`SyntheticActionStream` — an endless stream in which segments of random classes follow each
   other with the actor carrying its state across the change; ``read()`` gives each frame and its label.
 
-Positions wrap around the frame edges (an actor leaving on the left re-enters on the right) and sizes
-wrap between the smallest and largest size, so every class can run for as long as a segment lasts.
+The actor is large (12-30% of the frame's shorter side, with a rim that the smaller clutter lacks) and
+stays in view: a clip starts it where its whole path fits in the central box of the frame, and a stream
+passes over an action that would soon carry it out (or past its size range) and ends one that reaches
+the edge. Only a path longer than the box (a very long clip) wraps around the frame edges.
 Frames are (H, W, 3) uint8 RGB; rendering a 240x320 frame takes well under a millisecond.
 """
 
@@ -66,6 +68,11 @@ _CANONICAL = ("move_left", "move_up", "grow", "rotate_cw")
 _SHIFT = 4  # sub-pixel bits for cv2 drawing: slow motion moves smoothly, not in whole-pixel jumps
 _JITTER = 4  # camera-jitter margin in pixels (the background is rendered this much larger)
 _NOISE_BANK = 4  # pre-rendered noise images, picked per frame with a random offset
+_RADIUS = (0.12, 0.3)  # the actor's radius, as a fraction of the frame's shorter side
+_CLUTTER_RADIUS = (0.025, 0.07)  # static clutter, the same kind of shapes as the actor but smaller
+_FLOATER_RADIUS = (0.012, 0.03)  # small wandering distractors
+_BOX = (0.1, 0.9)  # the actor's centre stays in this part of the frame while it moves (fractions)
+_MIN_ROOM_S = 0.5  # in a stream, an action that would leave the box within this long is not chosen
 
 
 @dataclass
@@ -111,12 +118,15 @@ class _Scene:
         self.actor_shape = _polygon(rng)  # (N, 2) unit-radius vertices
         self.actor_color = _contrasting_color(rng, bg_mean)
         self.actor_accent = _contrasting_color(rng, self.actor_color)
+        # A dark or light rim around the actor (whichever its fill contrasts with more) sets it apart
+        # from the clutter, which is smaller and has no rim.
+        self.actor_rim = (20, 20, 20) if sum(self.actor_color) > 3 * 110 else (235, 235, 235)
         # An off-centre accent patch makes rotation visible even for near-symmetric outlines.
         self.accent_shape = _polygon(rng, vertices=3) * 0.35 + rng.uniform(-0.3, 0.3, size=2) + (0.25, 0.0)
-        self.r_min = math.log(0.08 * min(size))
-        self.r_max = math.log(0.3 * min(size))
+        self.r_min = math.log(_RADIUS[0] * min(size))
+        self.r_max = math.log(_RADIUS[1] * min(size))
         self.floaters = [
-            (_polygon(rng) * rng.uniform(0.012, 0.03) * min(size), _random_color(rng))
+            (_polygon(rng) * rng.uniform(*_FLOATER_RADIUS) * min(size), _random_color(rng))
             for _ in range(rng.integers(0, 3))
         ]
         sigma = rng.uniform(0.0, 4.0)
@@ -149,6 +159,7 @@ class _Scene:
                 for dy in (-self.height, 0, self.height):
                     cx, cy = pose.x - jx + dx, pose.y - jy + dy
                     if -2 * radius < cx < self.width + 2 * radius and -2 * radius < cy < self.height + 2 * radius:
+                        _fill(frame, body * 1.15, self.actor_rim, (cx, cy))
                         _fill(frame, body, self.actor_color, (cx, cy))
                         _fill(frame, accent, self.actor_accent, (cx, cy))
         if gain != 1.0:
@@ -168,7 +179,10 @@ class _World:
         self.scene = _Scene(rng, size)
         h, w = size
         self.pose = _Pose(
-            x=rng.uniform(0, w), y=rng.uniform(0, h), log_r=rng.uniform(self.scene.r_min, self.scene.r_max), angle=0.0
+            x=rng.uniform(_BOX[0] * w, _BOX[1] * w),
+            y=rng.uniform(_BOX[0] * h, _BOX[1] * h),
+            log_r=rng.uniform(self.scene.r_min, self.scene.r_max),
+            angle=0.0,
         )
         self.pose.angle = rng.uniform(0, 2 * math.pi)
         self.jitter = np.zeros(2)
@@ -198,18 +212,47 @@ class _World:
         h, w = self.scene.height, self.scene.width
         motion = _Motion()
         if name in ("move_left", "move_right"):
-            motion.vx = rng.uniform(0.22, 0.45) * w * (-1 if name == "move_left" else 1)
+            motion.vx = rng.uniform(0.3, 0.5) * w * (-1 if name == "move_left" else 1)
         elif name in ("move_up", "move_down"):
-            motion.vy = rng.uniform(0.22, 0.45) * h * (-1 if name == "move_up" else 1)
+            motion.vy = rng.uniform(0.3, 0.5) * h * (-1 if name == "move_up" else 1)
         elif name in ("grow", "shrink"):
-            motion.growth = rng.uniform(0.45, 0.8) * (1 if name == "grow" else -1)
+            motion.growth = rng.uniform(0.35, 0.6) * (1 if name == "grow" else -1)
         elif name in ("rotate_cw", "rotate_ccw"):
-            motion.spin = math.radians(rng.uniform(90, 200)) * (1 if name == "rotate_cw" else -1)
+            motion.spin = math.radians(rng.uniform(120, 240)) * (1 if name == "rotate_cw" else -1)
         elif name == "blink":
             motion.blink_period = rng.uniform(0.25, 0.6)
             # In a stream the actor is visible when the segment starts; the first "off" comes soon.
             motion.blink_phase = rng.uniform(0.2, 0.5) if start_visible else rng.uniform(0.0, 1.0)
         return motion
+
+    def room(self, motion: _Motion) -> float:
+        """Seconds ``motion`` can run from the current pose before the actor leaves the box or size range."""
+        pose, scene = self.pose, self.scene
+        limits = [math.inf]
+        for rate, value, low, high in (
+            (motion.vx, pose.x, _BOX[0] * scene.width, _BOX[1] * scene.width),
+            (motion.vy, pose.y, _BOX[0] * scene.height, _BOX[1] * scene.height),
+            (motion.growth, pose.log_r, scene.r_min, scene.r_max),
+        ):
+            if rate:
+                limits.append(max(0.0, (high - value) / rate if rate > 0 else (low - value) / rate))
+        return min(limits)
+
+    def place_for(self, motion: _Motion, seconds: float) -> None:
+        """Move the actor's start so that ``motion`` stays in the box (and size range) for ``seconds``.
+
+        A path longer than the box starts at its far end and wraps around the frame edges.
+        """
+        rng, pose, scene = self.rng, self.pose, self.scene
+        for attr, rate, low, high in (
+            ("x", motion.vx, _BOX[0] * scene.width, _BOX[1] * scene.width),
+            ("y", motion.vy, _BOX[0] * scene.height, _BOX[1] * scene.height),
+            ("log_r", motion.growth, scene.r_min, scene.r_max),
+        ):
+            if rate:
+                travel = min(abs(rate) * seconds, high - low)
+                start = rng.uniform(low, high - travel)
+                setattr(pose, attr, start if rate > 0 else start + travel)
 
     def advance(self, motion: _Motion, frame_in_segment: int) -> _Pose:
         """The actor's pose for this frame of the segment, then move it on by one frame."""
@@ -267,6 +310,7 @@ def _simulate(cls: int | str, seed: int, num_frames: int, size: tuple[int, int],
     simulated = CLASSES.index(OPPOSITE[name]) if reverse else index
     world = _World(np.random.default_rng([seed, 7919]), size, fps)
     motion = world.random_motion(simulated)
+    world.place_for(motion, (num_frames - 1) / fps)
     steps = [(world.advance(motion, t), *world.nuisance()) for t in range(num_frames)]
     if reverse:
         steps.reverse()
@@ -303,6 +347,7 @@ class SyntheticActionStream:
         self.scene_change = scene_change
         self._rng = np.random.default_rng([seed, 104729])
         self._world = _World(self._rng, self.size, self.fps)
+        self._pose = self._world.pose
         self._label = 0
         self._motion = _Motion()
         self._left = 0  # frames left in the current segment
@@ -313,24 +358,38 @@ class SyntheticActionStream:
         rng = self._rng
         if self.frame_index and rng.uniform() < self.scene_change:
             self._world = _World(rng, self.size, self.fps)
-        # Never repeat the previous class: every segment boundary is a real change of action.
+        # Never repeat the previous class: every segment boundary is a real change of action. A motion
+        # that would carry the actor out of the box (or past its size range) before long is passed over,
+        # and one that fits ends early when it reaches the edge: the actor stays in view.
         choices = [c for c in range(len(CLASSES)) if c != self._label or not self.frame_index]
-        self._label = int(rng.choice(choices))
-        self._motion = self._world.random_motion(self._label, start_visible=True)
-        self._left = max(1, round(rng.uniform(*self.segment_s) * self.fps))
+        min_room = min(self.segment_s[0], _MIN_ROOM_S)
+        for label in rng.permutation(choices):
+            motion = self._world.random_motion(int(label), start_visible=True)
+            room = self._world.room(motion)
+            if room >= min_room:
+                break
+        self._label, self._motion = int(label), motion
+        seconds = min(rng.uniform(*self.segment_s), room)
+        self._left = max(1, round(seconds * self.fps))
         self._t = 0
 
     def read(self) -> tuple[np.ndarray, int]:
         """The next frame (H, W, 3) uint8 RGB and the class index of the action it shows."""
         if self._left <= 0:
             self._new_segment()
-        pose = self._world.advance(self._motion, self._t)
+        pose = self._pose = self._world.advance(self._motion, self._t)
         frame = self._world.scene.render(pose, *self._world.nuisance())
         label = self._label
         self._left -= 1
         self._t += 1
         self.frame_index += 1
         return frame, label
+
+    @property
+    def actor(self) -> dict:
+        """The actor's pose in the frame ``read()`` returned last: x, y, radius, angle, visible."""
+        p = self._pose
+        return {"x": p.x, "y": p.y, "radius": math.exp(p.log_r), "angle": p.angle, "visible": p.visible}
 
     def read_many(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """``count`` frames (T, H, W, 3) uint8 and their labels (T,) int64."""
@@ -359,9 +418,9 @@ def _polygon(rng: np.random.Generator, vertices: int | None = None) -> np.ndarra
         return np.array([[-half_w, -half_h], [half_w, -half_h], [half_w, half_h], [-half_w, half_h]]) * 0.9
     if kind == 2:  # arrow-like isosceles triangle
         return np.array([[1.0, 0.0], [-0.7, 0.55], [-0.7, -0.55]])
-    n = int(vertices or rng.integers(3, 8))
+    n = int(vertices or rng.integers(4, 8))
     angles = np.sort(rng.uniform(0, 2 * math.pi, n))
-    radii = rng.uniform(0.45, 1.0, n)
+    radii = rng.uniform(0.55, 1.0, n)
     return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
 
 
@@ -395,7 +454,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
         field += (speckle / (speckle.std() + 1e-6) * rng.uniform(8, 25))[..., None]
     image = np.clip(field, 0, 255).astype(np.uint8)
     for _ in range(rng.integers(0, 6)):  # static clutter
-        shape = _polygon(rng) * rng.uniform(0.03, 0.12) * min(height, width)
+        shape = _polygon(rng) * rng.uniform(*_CLUTTER_RADIUS) * min(height, width)
         center = rng.uniform((0, 0), (width, height))
         _fill(image, shape, _random_color(rng), center)
     return image
