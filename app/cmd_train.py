@@ -40,8 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--color-jitter", type=float, default=0.2, help="brightness/contrast/saturation strength")
     model = parser.add_argument_group("model")
     model.add_argument("--encoder", default="seed", help="seed, mobilenet_v2, mobilenet_v3_small, resnet18, ...")
-    model.add_argument("--cell", default="gru", help="gru, lstm, convrnn, convgru, convlstm")
+    model.add_argument("--cell", default="gru", help="gru, lstm, motion_avg, convrnn, convgru, convlstm, convgru_delta")
     model.add_argument("--encoder-widths", type=_ints, default=(16, 32, 64, 128), help="seed CNN block widths")
+    model.add_argument(
+        "--encoder-norm", default="none", choices=["none", "batch"], help="seed CNN: BatchNorm after each conv"
+    )
     model.add_argument("--pool", default="flatten", choices=["flatten", "avg"], help="feature map -> vector")
     model.add_argument("--hidden-size", type=int, default=128)
     model.add_argument("--head-hidden", type=int, default=0)
@@ -88,6 +91,7 @@ def main(args: argparse.Namespace) -> int:
         encoder=args.encoder,
         cell=args.cell,
         encoder_widths=tuple(args.encoder_widths),
+        encoder_norm=args.encoder_norm,
         pool=args.pool,
         hidden_size=args.hidden_size,
         head_hidden=args.head_hidden,

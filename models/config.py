@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from .errors import ConfigError
 
 ENCODERS = ("seed", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0")
-CELLS = ("gru", "lstm", "convrnn", "convgru", "convlstm", "motion_avg")
-CONV_CELLS = ("convrnn", "convgru", "convlstm")
+CELLS = ("gru", "lstm", "convrnn", "convgru", "convlstm", "convgru_delta", "motion_avg")
+CONV_CELLS = ("convrnn", "convgru", "convlstm", "convgru_delta")
+ENCODER_NORMS = ("none", "batch")
 POOLS = ("avg", "flatten")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,8 +24,9 @@ class DCRNConfig:
     encoder: str = "seed"  # per-frame CNN: "seed" (small Conv3x3+ReLU+MaxPool CNN) or a torchvision backbone
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # seed CNN: output channels of each block
     encoder_padding: str = "same"  # seed CNN convolutions: "same" (keeps size) or "valid" (Keras' default)
+    encoder_norm: str = "none"  # seed CNN: "batch" puts BatchNorm after each convolution
     pretrained: bool = False  # torchvision backbones: start from the standard ImageNet weights
-    cell: str = "gru"  # gru, lstm, motion_avg (vectors; motion_cell.py) or convrnn, convgru, convlstm (maps)
+    cell: str = "gru"  # gru, lstm, motion_avg (vectors) or convrnn, convgru, convlstm, convgru_delta (maps)
     hidden_size: int = 128  # GRU/LSTM units, or channels of a convolutional cell's state
     cell_kernel: int = 3  # kernel size of the convolutional cells
     pool: str = "avg"  # feature map -> vector before a GRU/LSTM: "avg" (global average) or "flatten"
@@ -46,6 +48,7 @@ class DCRNConfig:
         _check_choice("cell", self.cell, CELLS)
         _check_choice("pool", self.pool, POOLS)
         _check_choice("encoder_padding", self.encoder_padding, ("same", "valid"))
+        _check_choice("encoder_norm", self.encoder_norm, ENCODER_NORMS)
         if not self.encoder_widths or min(self.encoder_widths) < 1:
             raise ConfigError(f"encoder_widths must be positive channel counts, got {self.encoder_widths}")
         if self.hidden_size < 1 or self.head_hidden < 0:

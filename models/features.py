@@ -42,7 +42,10 @@ class FeatureStore:
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         config = model.config
         key = json.dumps(
-            {k: getattr(config, k) for k in ("encoder", "encoder_widths", "encoder_padding", "pretrained", "pool")}
+            {
+                k: getattr(config, k)
+                for k in ("encoder", "encoder_widths", "encoder_padding", "encoder_norm", "pretrained", "pool")
+            }
             | {"input_size": config.input_size, "mean": config.mean, "std": config.std},
             sort_keys=True,
         )

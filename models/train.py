@@ -45,6 +45,7 @@ class TrainOptions:
     encoder: str = "seed"
     cell: str = "gru"
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)
+    encoder_norm: str = "none"  # seed CNN: "batch" for BatchNorm after each convolution
     pool: str = "flatten"  # "flatten" keeps where things are in the frame (motion); "avg" drops it
     hidden_size: int = 128
     head_hidden: int = 0
@@ -151,6 +152,7 @@ def train(options: TrainOptions) -> TrainResult:
             labels=classes,
             encoder=options.encoder,
             encoder_widths=tuple(options.encoder_widths),
+            encoder_norm=options.encoder_norm,
             pretrained=options.pretrained,
             cell=options.cell,
             hidden_size=options.hidden_size,

@@ -106,3 +106,40 @@ def test_bad_config_names_the_problem(kwargs, message):
 def test_input_too_small_for_the_encoder_is_a_config_error():
     with pytest.raises(ConfigError, match="too small"):
         DCRN(DCRNConfig(encoder="seed", encoder_widths=(8, 8, 8, 8, 8), input_size=16))
+
+
+def test_batch_norm_seed_encoder_streams_exactly_and_exports_its_statistics():
+    config = DCRNConfig(
+        input_size=32, encoder_widths=(8, 16), encoder_norm="batch", cell="convgru_delta", hidden_size=8
+    )
+    model = DCRN(config)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.modules()) == 2
+    model.train()
+    with torch.no_grad():  # give the running statistics something other than their initial values
+        model.forward_sequence(torch.randn(2, 4, 3, 32, 32) * 3 + 1)
+    model.eval()
+    clip = torch.randn(2, 6, 3, 32, 32)
+    with torch.no_grad():
+        offline = model.forward_sequence(clip)
+        state = model.initial_state(batch_size=2)
+        online = []
+        for t in range(6):
+            logits, state = model.step(clip[:, t], state)
+            online.append(logits)
+    assert (torch.stack(online, dim=1) - offline).abs().max().item() <= 1e-5
+    assert any(k.endswith("running_mean") for k in model.state_dict())  # statistics travel in checkpoints
+    with pytest.raises(ConfigError, match="encoder_norm"):
+        DCRNConfig(encoder_norm="layer")
+
+
+def test_delta_cell_sees_the_change_since_the_previous_frame():
+    model = DCRN(DCRNConfig(input_size=32, encoder_widths=(8,), cell="convgru_delta", hidden_size=4)).eval()
+    frame = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        _, (h, prev) = model.step(frame, model.initial_state(batch_size=1))
+        x = model.encode(frame)
+        assert torch.equal(prev, x)  # the map the next frame is compared against
+        # Same map, same h, a different previous map: the cell's answer depends on the change alone.
+        still, _ = model.cell(x, (h, x))
+        moved, _ = model.cell(x, (h, model.encode(torch.roll(frame, 3, dims=-1))))
+        assert (still - moved).abs().max().item() > 1e-4
