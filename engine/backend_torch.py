@@ -37,8 +37,12 @@ class TorchBackend:
         self.dtype = dtype
         self.max_batch = max_batch
         ref = next(model.parameters())
-        if ref.device != device or ref.dtype != dtype:  # never move or cast the caller's model in place
-            model = copy.deepcopy(model).to(device=device, dtype=dtype)
+        foldable = model.has_batch_norm()
+        if foldable or ref.device != device or ref.dtype != dtype:  # never change the caller's model in place
+            model = copy.deepcopy(model).eval()
+            if foldable:  # BatchNorm into the convolutions before them: one op less per block and step
+                model.fold_batch_norm()
+            model = model.to(device=device, dtype=dtype)
         self.model = model.eval()
         self.input_size = model.config.input_size
         self.state_names = tuple(model.state_names)

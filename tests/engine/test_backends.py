@@ -43,6 +43,20 @@ def test_torch_cpu_steps_reproduce_forward_sequence(cell):
     assert torch.allclose(run_steps(backend, frames), reference(model, frames), atol=1e-5)
 
 
+def test_torch_backend_folds_batch_norm_in_its_own_copy():
+    config = DCRNConfig(
+        num_classes=4, encoder_widths=(8, 16), encoder_norm="batch", cell="convgru_delta", hidden_size=8, input_size=32
+    )
+    model = DCRN(config)
+    with torch.no_grad():
+        model.forward_sequence(torch.randn(2, 3, 3, 32, 32) + 1)  # running statistics that are not 0 / 1
+    model.eval()
+    frames = torch.randn(6, 2, 3, 32, 32)
+    backend = create_backend("torch", model, max_batch=2)
+    assert not backend.model.has_batch_norm() and model.has_batch_norm()  # the caller's model is untouched
+    assert torch.allclose(run_steps(backend, frames), reference(model, frames), atol=1e-5)
+
+
 @pytest.mark.skipif(not HAS_EXPORT, reason="dcrn.models.export is not in this build")
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_onnxruntime_steps_match_torch(cell, tmp_path):

@@ -143,3 +143,27 @@ def test_delta_cell_sees_the_change_since_the_previous_frame():
         still, _ = model.cell(x, (h, x))
         moved, _ = model.cell(x, (h, model.encode(torch.roll(frame, 3, dims=-1))))
         assert (still - moved).abs().max().item() > 1e-4
+
+
+def test_folding_batch_norm_keeps_the_outputs_and_drops_the_layers():
+    config = DCRNConfig(
+        input_size=32, encoder_widths=(8, 16), encoder_norm="batch", cell="convgru_delta", hidden_size=8
+    )
+    model = DCRN(config)
+    with torch.no_grad():  # non-trivial running statistics and affine parameters
+        model.forward_sequence(torch.randn(2, 4, 3, 32, 32) * 2 + 0.5)
+        for m in model.encoder.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+    model.eval()
+    clip = torch.randn(2, 6, 3, 32, 32)
+    with torch.no_grad():
+        before = model.forward_sequence(clip)
+        assert model.has_batch_norm()
+        model.fold_batch_norm()
+        after = model.forward_sequence(clip)
+    assert not model.has_batch_norm()
+    assert (before - after).abs().max().item() <= 1e-5
+    with pytest.raises(RuntimeError, match="eval"):
+        DCRN(config).train().fold_batch_norm()
