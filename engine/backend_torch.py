@@ -37,7 +37,7 @@ class TorchBackend:
         self.dtype = dtype
         self.max_batch = max_batch
         ref = next(model.parameters())
-        foldable = model.has_batch_norm()
+        foldable = model.has_foldable_batch_norm()
         if foldable or ref.device != device or ref.dtype != dtype:  # never change the caller's model in place
             model = copy.deepcopy(model).eval()
             if foldable:  # BatchNorm into the convolutions before them: one op less per block and step

@@ -93,9 +93,11 @@ class DCRN(nn.Module):
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return self.forward_sequence(clip)
 
-    def has_batch_norm(self) -> bool:
-        """Whether the encoder has BatchNorm layers that ``fold_batch_norm`` would fold."""
-        return any(isinstance(m, nn.BatchNorm2d) for m in self.encoder.modules())
+    def has_foldable_batch_norm(self) -> bool:
+        """Whether the seed CNN has BatchNorm layers that ``fold_batch_norm`` folds (torchvision backbones:
+        never; their BatchNorms stay as they are)."""
+        blocks = getattr(self.encoder, "blocks", None)
+        return blocks is not None and any(isinstance(m, nn.BatchNorm2d) for m in blocks)
 
     @torch.no_grad()
     def fold_batch_norm(self) -> DCRN:
@@ -108,12 +110,10 @@ class DCRN(nn.Module):
         """
         if self.training:
             raise RuntimeError("fold_batch_norm() is for inference: call model.eval() first")
-        blocks = getattr(self.encoder, "blocks", None)
-        if blocks is None:
+        if not self.has_foldable_batch_norm():
             return self
-        layers = list(blocks)
         folded: list[nn.Module] = []
-        for layer in layers:
+        for layer in self.encoder.blocks:
             if isinstance(layer, nn.BatchNorm2d) and folded and isinstance(folded[-1], nn.Conv2d):
                 folded[-1] = fuse_conv_bn_eval(folded[-1], layer)
             else:

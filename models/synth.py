@@ -225,17 +225,22 @@ class _World:
             motion.blink_phase = rng.uniform(0.2, 0.5) if start_visible else rng.uniform(0.0, 1.0)
         return motion
 
+    def _bounds(self, motion: _Motion) -> list[tuple[str, float, float, float]]:
+        """(pose attribute, rate, low, high) for each pose value ``motion`` changes and the range it keeps to."""
+        scene = self.scene
+        axes = (
+            ("x", motion.vx, _BOX[0] * scene.width, _BOX[1] * scene.width),
+            ("y", motion.vy, _BOX[0] * scene.height, _BOX[1] * scene.height),
+            ("log_r", motion.growth, scene.r_min, scene.r_max),
+        )
+        return [axis for axis in axes if axis[1]]
+
     def room(self, motion: _Motion) -> float:
         """Seconds ``motion`` can run from the current pose before the actor leaves the box or size range."""
-        pose, scene = self.pose, self.scene
         limits = [math.inf]
-        for rate, value, low, high in (
-            (motion.vx, pose.x, _BOX[0] * scene.width, _BOX[1] * scene.width),
-            (motion.vy, pose.y, _BOX[0] * scene.height, _BOX[1] * scene.height),
-            (motion.growth, pose.log_r, scene.r_min, scene.r_max),
-        ):
-            if rate:
-                limits.append(max(0.0, (high - value) / rate if rate > 0 else (low - value) / rate))
+        for attr, rate, low, high in self._bounds(motion):
+            value = getattr(self.pose, attr)
+            limits.append(max(0.0, (high - value) / rate if rate > 0 else (low - value) / rate))
         return min(limits)
 
     def place_for(self, motion: _Motion, seconds: float) -> None:
@@ -243,16 +248,10 @@ class _World:
 
         A path longer than the box starts at its far end and wraps around the frame edges.
         """
-        rng, pose, scene = self.rng, self.pose, self.scene
-        for attr, rate, low, high in (
-            ("x", motion.vx, _BOX[0] * scene.width, _BOX[1] * scene.width),
-            ("y", motion.vy, _BOX[0] * scene.height, _BOX[1] * scene.height),
-            ("log_r", motion.growth, scene.r_min, scene.r_max),
-        ):
-            if rate:
-                travel = min(abs(rate) * seconds, high - low)
-                start = rng.uniform(low, high - travel)
-                setattr(pose, attr, start if rate > 0 else start + travel)
+        for attr, rate, low, high in self._bounds(motion):
+            travel = min(abs(rate) * seconds, high - low)
+            start = self.rng.uniform(low, high - travel)
+            setattr(self.pose, attr, start if rate > 0 else start + travel)
 
     def advance(self, motion: _Motion, frame_in_segment: int) -> _Pose:
         """The actor's pose for this frame of the segment, then move it on by one frame."""
@@ -295,9 +294,11 @@ def clip_poses(
 ) -> list[dict]:
     """The actor's pose in each frame of ``render_clip(cls, seed, ...)``: x, y, radius, angle, visible."""
     _, steps = _simulate(cls, seed, num_frames, size, fps)
-    return [
-        {"x": p.x, "y": p.y, "radius": math.exp(p.log_r), "angle": p.angle, "visible": p.visible} for p, *_ in steps
-    ]
+    return [_pose_dict(pose) for pose, *_ in steps]
+
+
+def _pose_dict(pose: _Pose) -> dict:
+    return {"x": pose.x, "y": pose.y, "radius": math.exp(pose.log_r), "angle": pose.angle, "visible": pose.visible}
 
 
 def _simulate(cls: int | str, seed: int, num_frames: int, size: tuple[int, int], fps: float):
@@ -388,8 +389,7 @@ class SyntheticActionStream:
     @property
     def actor(self) -> dict:
         """The actor's pose in the frame ``read()`` returned last: x, y, radius, angle, visible."""
-        p = self._pose
-        return {"x": p.x, "y": p.y, "radius": math.exp(p.log_r), "angle": p.angle, "visible": p.visible}
+        return _pose_dict(self._pose)
 
     def read_many(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """``count`` frames (T, H, W, 3) uint8 and their labels (T,) int64."""

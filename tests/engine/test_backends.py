@@ -53,7 +53,8 @@ def test_torch_backend_folds_batch_norm_in_its_own_copy():
     model.eval()
     frames = torch.randn(6, 2, 3, 32, 32)
     backend = create_backend("torch", model, max_batch=2)
-    assert not backend.model.has_batch_norm() and model.has_batch_norm()  # the caller's model is untouched
+    # Folded in the backend's copy; the caller's model is untouched.
+    assert not backend.model.has_foldable_batch_norm() and model.has_foldable_batch_norm()
     assert torch.allclose(run_steps(backend, frames), reference(model, frames), atol=1e-5)
 
 

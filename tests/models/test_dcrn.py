@@ -160,10 +160,10 @@ def test_folding_batch_norm_keeps_the_outputs_and_drops_the_layers():
     clip = torch.randn(2, 6, 3, 32, 32)
     with torch.no_grad():
         before = model.forward_sequence(clip)
-        assert model.has_batch_norm()
+        assert model.has_foldable_batch_norm()
         model.fold_batch_norm()
         after = model.forward_sequence(clip)
-    assert not model.has_batch_norm()
+    assert not model.has_foldable_batch_norm()
     assert (before - after).abs().max().item() <= 1e-5
     with pytest.raises(RuntimeError, match="eval"):
         DCRN(config).train().fold_batch_norm()
