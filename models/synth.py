@@ -410,7 +410,7 @@ def _fill(frame: np.ndarray, points: np.ndarray, color: tuple[int, int, int], of
 
 
 def _polygon(rng: np.random.Generator, vertices: int | None = None) -> np.ndarray:
-    """A random star-shaped polygon of radius <= 1, irregular enough that rotation shows."""
+    """A random polygon around the origin, of radius about 1 (at most 1.06), irregular enough that rotation shows."""
     kind = rng.integers(0, 3) if vertices is None else 0
     if kind == 1:  # elongated rectangle
         aspect = rng.uniform(1.6, 3.0)
@@ -418,8 +418,12 @@ def _polygon(rng: np.random.Generator, vertices: int | None = None) -> np.ndarra
         return np.array([[-half_w, -half_h], [half_w, -half_h], [half_w, half_h], [-half_w, half_h]]) * 0.9
     if kind == 2:  # arrow-like isosceles triangle
         return np.array([[1.0, 0.0], [-0.7, 0.55], [-0.7, -0.55]])
+    # Vertices go round the centre at roughly even angles (each within a quarter step of its place), so
+    # for 4-7 vertices no gap exceeds 135 degrees: the centre is inside, the shape turns in place about it,
+    # and it is never a needle. Fully random angles made some actors slivers orbiting a point off their body.
     n = int(vertices or rng.integers(4, 8))
-    angles = np.sort(rng.uniform(0, 2 * math.pi, n))
+    step = 2 * math.pi / n
+    angles = rng.uniform(0, 2 * math.pi) + step * (np.arange(n) + rng.uniform(-0.25, 0.25, n))
     radii = rng.uniform(0.55, 1.0, n)
     return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
 
