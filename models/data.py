@@ -12,6 +12,10 @@ the split comes from a UCF101-style list (``Class/clip.avi [index]`` per line), 
 files (``<class>_test_split<N>.txt``: ``clip.avi 0|1|2``), or from a held-out fraction of *groups*: clips
 listed with a ``source_group`` in ``DIR/clips.csv`` (``clip,label,source_group``) stay together, so no
 source video appears on both sides of the split. ``val_groups`` names the held-out groups explicitly.
+
+Class order: a ``synth.json`` (``classes``) or a teach data set's ``dataset.json`` (``labels``, see
+:mod:`dcrn.models.teach_data`) fixes it when present, else it is sorted. Clips still being written
+(``*.partial.mp4``) are never read.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .errors import DataError
 from .video_io import IMAGE_EXTS, VIDEO_EXTS, is_frame_folder, is_video, labels_file
 
 SPLIT_NAMES = ("train", "val", "test")
+PARTIAL_SUFFIX = ".partial.mp4"  # a clip still being written (dcrn.engine.recorder): never read
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ def scan(root: Path, classes: Sequence[str] | None = None) -> DataIndex:
     samples: list[Sample] = []
     for folder in folders:
         for item in sorted(folder.iterdir()):
-            if is_video(item) or is_frame_folder(item):
+            if (is_video(item) and not item.name.endswith(PARTIAL_SUFFIX)) or is_frame_folder(item):
                 rel = item.relative_to(root).as_posix()
                 samples.append(Sample(item, classes.index(folder.name), None, groups.get(rel, rel)))
     for video in streams:
@@ -159,7 +164,10 @@ def split_fraction(index: DataIndex, fraction: float, seed: int = 0) -> tuple[Da
         if len(groups) < 2:
             continue
         rng.shuffle(groups)
-        held.update(groups[: max(1, round(len(groups) * fraction))])
+        # A group that spans classes (a recording session of several labels) and is already held out for
+        # another class counts first, so the classes do not, between them, hold out every group.
+        ordered = [g for g in groups if g in held] + [g for g in groups if g not in held]
+        held.update(ordered[: max(1, round(len(groups) * fraction))])
     if not held:  # no class has two groups of its own: hold out a fraction of all groups
         groups = sorted({s.group for s in index.samples})
         if len(groups) < 2:
@@ -218,22 +226,35 @@ def _lines(path: Path):
 
 
 def _has_media(folder: Path) -> bool:
-    return any(is_video(p) or is_frame_folder(p) or p.suffix.lower() in IMAGE_EXTS for p in folder.iterdir())
+    return any(
+        (is_video(p) and not p.name.endswith(PARTIAL_SUFFIX)) or is_frame_folder(p) or p.suffix.lower() in IMAGE_EXTS
+        for p in folder.iterdir()
+    )
 
 
 def _class_order(root: Path, folder_names: list[str], streams: list[Path]) -> list[str]:
     meta = root / "synth.json"
     if meta.is_file():
-        try:
-            listed = json.loads(meta.read_text()).get("classes", [])
-        except (OSError, ValueError):
-            listed = []
+        listed = _listed_names(meta, "classes")
         if listed and set(folder_names) <= set(listed):
             return list(listed)
+    meta = root / "dataset.json"  # a teach data set (dcrn.models.teach_data): its label order, labels with clips
+    if meta.is_file() and not streams:
+        listed = _listed_names(meta, "labels")
+        if listed and set(folder_names) <= set(listed):
+            return [name for name in listed if name in folder_names]
     names = set(folder_names)
     for video in streams:
         names.update(_stream_label_names(labels_file(video)))
     return sorted(names)
+
+
+def _listed_names(meta: Path, key: str) -> list[str]:
+    try:
+        listed = json.loads(meta.read_text()).get(key, [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return listed if isinstance(listed, list) and all(isinstance(x, str) for x in listed) else []
 
 
 def _stream_label_names(path: Path) -> set[str]:
