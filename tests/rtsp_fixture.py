@@ -37,7 +37,7 @@ def unavailable_reason() -> str | None:
     probe = (
         "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
         "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-        "missing = [n for n in ('videotestsrc', 'x264enc', 'rtph264pay', 'timeoverlay') "
+        "missing = [n for n in ('videotestsrc', 'videoconvert', 'x264enc', 'rtph264pay', 'timeoverlay') "
         "if Gst.ElementFactory.find(n) is None]; print(' '.join(missing))"
     )
     try:
