@@ -26,6 +26,7 @@ COMMANDS = {
     "demo": "run the shipped model on the built-in synthetic action stream (no camera needed)",
     "run": "recognise actions on cameras, RTSP streams or files, headless, writing to sinks",
     "gui": "open the desktop window with live video and prediction overlays",
+    "record": "record labelled clips from a camera, stream, file or synthetic: into a teach data set",
     "train": "train a model on a folder-per-class video data set",
     "eval": "evaluate a model on a data set (accuracy, confusion, detection delay)",
     "export": "export the per-frame step graph to ONNX or a TensorRT engine",

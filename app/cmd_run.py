@@ -48,8 +48,17 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, model_help: str = "
     parser.add_argument(
         "--model", default="default", metavar="CKPT", help=model_help or "checkpoint path or shipped model name"
     )
-    parser.add_argument("--backend", default="torch", help="torch (default), onnxruntime or tensorrt")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (default: TensorRT or torch CUDA graphs on a GPU, ONNX Runtime or torch on the CPU; "
+        "the first log line says which and why), torch, onnxruntime or tensorrt",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: a CUDA GPU when there is one and the backend runs there), cpu or cuda[:N]",
+    )
     parser.add_argument("--fp16", action="store_true", help="half precision on GPU backends")
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")

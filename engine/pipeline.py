@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dcrn.engine.backends import Backend, create_backend
+from dcrn.engine.backends import Backend, BackendChoice, choose_backend, open_backend
 from dcrn.engine.capture import Capture
 from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, Frame, StreamEvent
 from dcrn.engine.postprocess import PostprocessConfig, StreamPostprocessor
@@ -48,8 +48,8 @@ POLL_S = 0.05  # longest wait for a frame before limits, stop and capture events
 class PipelineConfig:
     sources: list[str]  # source URIs (camera index, rtsp://, http(s)://, file, synthetic:)
     model: str = "default"  # checkpoint path or shipped model name
-    backend: str = "torch"  # torch, onnxruntime or tensorrt
-    device: str = "cpu"  # cpu or cuda[:N]
+    backend: str = "torch"  # torch, onnxruntime, tensorrt or auto (engine.backends.choose_backend)
+    device: str = "cpu"  # cpu, cuda[:N] or auto (the GPU when there is one and the backend runs there)
     dtype: str = "float32"  # float32, or float16 (GPU backends)
     max_frames: int | None = None  # stop each stream after this many frames (None: no limit)
     duration_s: float | None = None  # stop after this many seconds of streaming (None: no limit)
@@ -122,6 +122,7 @@ class Pipeline:
         config.postprocess.thresholds(self.labels)  # unknown labels in class thresholds fail here, early
         self.streams: list[_Stream] = []
         self.backend: Backend | None = None
+        self.choice: BackendChoice | None = None  # the backend that runs (config.backend "auto" resolved)
         self._stop_requested = False
         self._wake = threading.Event()  # set by every ring put, capture event and stop()
         self._events: queue.Queue[StreamEvent] = queue.Queue(maxsize=10_000)
@@ -153,26 +154,31 @@ class Pipeline:
             self._open_sinks()
             if config.threads > 0:
                 torch.set_num_threads(config.threads)
-            self.backend = create_backend(
-                config.backend,
+            choice = choose_backend(config.backend, config.device, dtype=DTYPES[config.dtype])
+            # Sources first: a bad one fails in a second, before a graph export or engine build on first use.
+            self._open_streams(torch.device(choice.device))
+            log.info("%s", choice.describe())
+            self.backend, choice = open_backend(
                 self.model,
-                device=config.device,
+                choice,
                 dtype=DTYPES[config.dtype],
                 max_batch=len(config.sources),
                 cache_dir=config.cache_dir,
                 threads=config.threads,
             )
+            self.choice = choice
             self.slots = StateSlots(self.backend, len(config.sources), max_gap_s=config.max_gap_s)
+            for stream in self.streams:
+                self.slots.add(stream.name)
             self.preprocess = Preprocessor.from_config(
                 self.model.config, device=self.backend.device, dtype=self.backend.dtype
             )
-            self._open_streams()
             log.info(
                 "running %s (%s) on %s with %s on %s",
                 self.meta.get("path", config.model),
                 ", ".join(self.labels),
                 ", ".join(f"{s.name} ({s.source.uri})" for s in self.streams),
-                config.backend,
+                choice.name,
                 self.backend.device,
             )
             self._streaming = True
@@ -188,10 +194,10 @@ class Pipeline:
         for sink in self.sinks:
             sink.open()
 
-    def _open_streams(self) -> None:
+    def _open_streams(self, device: torch.device) -> None:
         config = self.config
         options = SourceOptions(timeout_s=config.timeout_s, pace=config.pace, loop=config.loop)
-        ring_device = self.backend.device if self.backend.device.type == "cuda" else "cpu"
+        ring_device = device if device.type == "cuda" else "cpu"
         for index, uri in enumerate(config.sources):
             name = config.names[index] if config.names else None
             source = open_source(uri, name=name, options=options)
@@ -211,7 +217,6 @@ class Pipeline:
             )
             self.streams.append(stream)  # before Capture: _shutdown closes the source if anything fails
             stream.capture = Capture(source, ring, on_event=self._on_event, backoff_s=config.backoff_s)
-            self.slots.add(stream.name)
 
     def _loop(self) -> None:
         config = self.config
@@ -386,6 +391,12 @@ class Pipeline:
         for stream in self.streams:
             stream.stats.dropped = stream.ring.dropped + stream.discarded
             record = stream.stats.record()
+            if self.choice is not None:  # which backend made these numbers, and why it was chosen
+                record |= {
+                    "backend": self.choice.name,
+                    "device": self.choice.device,
+                    "backend_reason": self.choice.reason,
+                }
             self._write(record)
             log.info("%s", log_line(record))
         self._flush()

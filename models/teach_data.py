@@ -13,7 +13,7 @@ Layout (an ordinary ``dcrn train`` / ``dcrn eval`` data set, see :mod:`dcrn.mode
 
     {"version": 1, "labels": ["nothing", "wave"], "background": "nothing",
      "fps": 30.0, "size": [320, 240], "source": "rtsp://***@cam/stream",
-     "clips": [{"path": "wave/20261129-183512-456.mp4", "label": "wave", "session": "20261129-183510",
+     "clips": [{"path": "wave/20261129-183512-456.mp4", "label": "wave", "session": "20261129-183510-042",
                 "frames": 90, "fps": 30.0, "width": 320, "height": 240, "source": "...",
                 "recorded": "2026-11-29T18:35:12.456+00:00", "cut": null}, ...]}
 
@@ -105,8 +105,9 @@ def utc_now_iso() -> str:
 
 
 def new_session_id() -> str:
-    """A recording session id from the local time, e.g. ``20261129-183510``."""
-    return time.strftime("%Y%m%d-%H%M%S")
+    """A recording session id from the local time, e.g. ``20261129-183510-042``."""
+    now = time.time()
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now * 1000) % 1000:03d}"
 
 
 def validate_label(name: str) -> str:

@@ -71,7 +71,7 @@ def describe_model(model: str) -> str:
 
 
 class Controller(QObject):
-    def __init__(self, window: MainWindow, store: SettingsStore, *, backend: str = "torch", device: str = "cpu"):
+    def __init__(self, window: MainWindow, store: SettingsStore, *, backend: str = "auto", device: str = "auto"):
         super().__init__(window)
         self.window = window
         self.store = store
@@ -87,6 +87,7 @@ class Controller(QObject):
         self.latencies: deque[float] = deque(maxlen=60)
         self.engine_latencies: deque[float] = deque(maxlen=60)  # capture -> prediction, per frame
         self.engine_dropped = 0
+        self.backend_shown: str | None = None  # the backend named in the event list this session
         self.last_frame_at = 0.0
         self.failed = False
         self.first_prediction_s: float | None = None  # seconds from start to the first frame shown
@@ -152,6 +153,7 @@ class Controller(QObject):
         self.latencies.clear()
         self.engine_latencies.clear()
         self.engine_dropped = 0
+        self.backend_shown = None
         self.first_prediction_s = None
         self._started_at = time.monotonic()
         source_text, model_text = describe_source(spec.source), describe_model(spec.model)
@@ -247,6 +249,10 @@ class Controller(QObject):
             return
         if record.get("type") == "stats":
             self.engine_dropped = int(record.get("dropped") or 0)
+            backend = record.get("backend")
+            if backend and backend != self.backend_shown:  # once a session: which backend runs, and why
+                self.backend_shown = str(backend)
+                self._event("backend", f"{backend} on {record.get('device')}: {record.get('backend_reason')}")
             return
         if record.get("type") != "event":
             return

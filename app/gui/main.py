@@ -52,7 +52,7 @@ def wire_shortcuts(window: MainWindow) -> None:
         window.addAction(action)  # active while the window has focus, menu open or not
 
 
-def build(settings_path: str | os.PathLike | None = None, *, backend: str = "torch", device: str = "cpu") -> Gui:
+def build(settings_path: str | os.PathLike | None = None, *, backend: str = "auto", device: str = "auto") -> Gui:
     """The application, window and controller, wired; nothing started yet."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("DCRN Live")
@@ -94,8 +94,8 @@ def run_gui(
     source: str | None = None,
     model: str | None = None,
     *,
-    backend: str = "torch",
-    device: str = "cpu",
+    backend: str = "auto",
+    device: str = "auto",
     settings_path: str | os.PathLike | None = None,
 ) -> int:
     """Open the window and start on ``source`` / ``model`` (default: the last ones used); returns 0."""

@@ -42,8 +42,8 @@ class SessionSpec:
 
     source: str  # raw URI (may hold credentials; shown only through redact())
     model: str = "default"  # shipped model name or checkpoint path
-    backend: str = "torch"
-    device: str = "cpu"
+    backend: str = "auto"  # auto: engine.backends.choose_backend, as dcrn run
+    device: str = "auto"
     loop: bool = False  # video files play once and end (status 'ended'); True restarts them
     timeout_s: float = 5.0  # network sources: open / read timeout before the stream counts as lost
 

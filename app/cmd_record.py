@@ -1,0 +1,88 @@
+"""``dcrn record``: record labelled clips from a camera, stream, file or ``synthetic:`` into a teach data set.
+
+    dcrn record --source 0 --out my-actions --label wave --count 5 --seconds 3
+    dcrn record --source talk.mp4 --out my-actions --label nod --cut 12.5:15 --cut 40:42.5
+
+Live sources count down before each clip; files are cut (``--cut IN:OUT``, seconds, repeatable) or split
+into consecutive clips. Progress goes to stderr; stdout lists the clips saved, one path per line,
+relative to the data set. The data set folder is created when it does not exist (with the background
+label ``nothing``, unless ``--no-background``). See docs/TEACH.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("dcrn.record")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source", required=True, metavar="URI", help="camera index, rtsp:// or http(s):// URL, video file, synthetic:"
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="DATASET", help="teach data set folder")
+    parser.add_argument("--label", required=True, help="the action these clips show (a new label is added)")
+    parser.add_argument("--seconds", type=float, default=3.0, metavar="S", help="length of each clip (default 3)")
+    parser.add_argument("--count", type=int, default=1, metavar="N", help="clips to record (default 1)")
+    parser.add_argument(
+        "--countdown",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="seconds of countdown before each clip of a live source (default 3; files: none)",
+    )
+    parser.add_argument(
+        "--cut",
+        action="append",
+        default=[],
+        metavar="IN:OUT",
+        help="cut a clip from IN to OUT seconds of a video file source (repeatable); replaces --count/--seconds",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="network streams: seconds to wait for the first frame (default 10)",
+    )
+    parser.add_argument(
+        "--no-background", action="store_true", help="do not add the 'nothing' label when creating the data set"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from dcrn.engine.recorder import parse_cut, record_clips
+    from dcrn.engine.sources import SourceOptions
+    from dcrn.models.errors import ConfigError, DataError
+    from dcrn.models.teach_data import TeachDataset, validate_label
+
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout must be positive, got {args.timeout}")
+    cuts = [parse_cut(text) for text in args.cut]
+    label = validate_label(args.label)  # before anything is created
+    dataset = TeachDataset.open_or_create(args.out, background=not args.no_background)
+
+    def status(text: str) -> None:
+        print(f"dcrn record: {text}", file=sys.stderr, flush=True)
+
+    clips = record_clips(
+        args.source,
+        dataset,
+        label,
+        seconds=args.seconds,
+        count=args.count,
+        countdown=args.countdown,
+        on_status=status,
+        cuts=cuts or None,
+        options=SourceOptions(timeout_s=args.timeout),
+    )
+    for clip in clips:
+        print(clip.path, flush=True)
+    counts = ", ".join(f"{name}: {n}" for name, n in dataset.counts().items())
+    status(f"{len(clips)} clip(s) of {label!r} saved in {dataset.root} ({counts})")
+    if not clips:
+        raise DataError("no clip was saved: the source ended before a whole clip could be recorded")
+    return 0
