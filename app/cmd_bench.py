@@ -2,7 +2,9 @@
 
 Runs every backend this machine has (``torch``, ``onnxruntime``, ``tensorrt``) on one model, prints a
 table and, with ``--json PATH``, writes the machine-readable document (one object per backend under
-``"backends"``). ``--quick`` is the two-minute version (a 10,000-frame stream instead of 100,000).
+``"backends"``, and under ``"default_backend"`` the one ``--backend auto`` -- the default of ``dcrn run``
+-- picks here, and why). ``--backend auto`` measures that one alone. ``--quick`` is the two-minute version
+(a 10,000-frame stream instead of 100,000).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+AUTO = "auto"
 INIT_MODEL = "init"  # --model init: a freshly initialised seed CNN + GRU (no checkpoint needed)
 
 
@@ -33,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         action="append",
-        choices=BACKEND_NAMES,
-        help="backend to measure (repeatable; default: all, unavailable ones are reported as such)",
+        choices=(AUTO, *BACKEND_NAMES),
+        help="backend to measure (repeatable; default: all, unavailable ones are reported as such; "
+        "auto: the one dcrn run picks by default here)",
     )
     parser.add_argument(
         "--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N (default: auto)"
@@ -72,12 +76,16 @@ def main(args: argparse.Namespace) -> int:
     import tempfile
     from dataclasses import asdict
 
+    from dcrn.engine.backends import choose_backend
     from dcrn.engine.bench_report import check_targets, describe_machine, format_table, now_utc
 
     created, load_start = now_utc(), [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="dcrn-bench-") as folder:
         plan, model_info = _plan(args, Path(folder))
-        reports = [_bench_one(name, plan) for name in args.backend or BACKEND_NAMES]
+        default = choose_backend(AUTO, plan.device, dtype=plan.dtype)
+        log.info("the default backend here: %s", default.describe())
+        names = [default.name if name == AUTO else name for name in args.backend or BACKEND_NAMES]
+        reports = [_bench_one(name, plan) for name in dict.fromkeys(names)]
     settings = asdict(plan.settings) | {
         "threads": plan.threads,
         "e2e_threads": plan.e2e_threads,
@@ -93,6 +101,7 @@ def main(args: argparse.Namespace) -> int:
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
         "model": model_info,
         "settings": settings,
+        "default_backend": {"name": default.name, "device": default.device, "reason": default.reason},
         "backends": {report.name: report.to_dict() for report in reports},
         "targets": [asdict(t) for t in check_targets(reports)],
     }

@@ -15,8 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", metavar="CKPT", help="checkpoint path or shipped model name (default: the last used, or 'default')"
     )
-    parser.add_argument("--backend", default="torch", help="inference backend: torch, onnxruntime, tensorrt")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--backend", default="auto", help="inference backend: auto (default, as dcrn run), torch, onnxruntime, tensorrt"
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument(
         "--settings",
         metavar="PATH",

@@ -9,6 +9,12 @@
 
 ``torch`` (eager on CPU, a CUDA graph on a GPU) and ``onnxruntime`` (the exported step graph on CPU) live
 in their own modules; ``tensorrt`` is imported lazily from ``dcrn.engine.backend_tensorrt``.
+
+``auto`` (the command line's and the window's default) is one rule, :func:`choose_backend`: TensorRT on an
+NVIDIA GPU where it is installed and runs on that GPU, torch with CUDA graphs on other GPUs, ONNX Runtime
+on the CPU where it is installed, torch otherwise. :func:`open_backend` applies the rule and, when the
+chosen backend cannot be opened after all (an engine that fails to build, a graph that fails to export),
+falls back to the next one, saying why.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -25,9 +33,13 @@ import torch
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
-from dcrn.models.errors import ConfigError
+from dcrn.models.errors import ConfigError, DcrnError
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+AUTO = "auto"
+BACKEND_CHOICES = (AUTO, *BACKENDS)  # what --backend accepts
 DEVICES = ("cpu", "cuda")
 _MODULES = {
     "torch": "dcrn.engine.backend_torch",
@@ -74,6 +86,119 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which backend runs the model, on which device, and why (logged and put into ``stats`` records)."""
+
+    name: str  # torch, onnxruntime or tensorrt
+    device: str  # cpu or cuda:N
+    reason: str  # one line: the rule that chose it, or "requested"
+    fallbacks: tuple[tuple[str, str, str], ...] = ()  # (name, device, reason) to try next when this one fails
+
+    def describe(self) -> str:
+        return f"backend {self.name} on {self.device}: {self.reason}"
+
+
+def choose_backend(
+    backend: str = AUTO, device: str | torch.device = AUTO, *, dtype: torch.dtype = torch.float32
+) -> BackendChoice:
+    """The backend and device to run on. ``backend`` is a name or ``auto``; ``device`` cpu, cuda[:N] or ``auto``.
+
+    ``auto`` backend: on a GPU (``device`` auto or cuda) TensorRT where it is installed and supports the GPU,
+    else torch with CUDA graphs; on the CPU (``device`` cpu, or no GPU) ONNX Runtime where it is installed
+    (and the step runs float32), else torch eager. ``auto`` device with a named backend: the GPU when there
+    is one and the backend runs there (torch, tensorrt), else the CPU.
+    """
+    if backend != AUTO and backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r} (choose from {', '.join(BACKEND_CHOICES)})")
+    gpu = _gpu() if str(device) == AUTO else None
+    if str(device) == AUTO:
+        wants_gpu = gpu is not None and backend != "onnxruntime"
+        resolved = str(resolve_device("cuda")) if wants_gpu else "cpu"
+    else:
+        resolved = str(resolve_device(device))
+        if resolved.startswith("cuda"):
+            gpu = _gpu()
+    if backend != AUTO:
+        return BackendChoice(backend, resolved, "requested")
+    if resolved.startswith("cuda"):
+        trt, why_not = _tensorrt_for(gpu)
+        if trt is None:
+            return BackendChoice("torch", resolved, f"auto: {gpu.text}, {why_not}: torch with CUDA graphs")
+        graph = ("torch", resolved, f"auto: {gpu.text}; TensorRT failed to open: torch with CUDA graphs")
+        return BackendChoice("tensorrt", resolved, f"auto: {gpu.text} with {trt} installed", fallbacks=(graph,))
+    where = "the CPU was asked for" if str(device) != AUTO else "no CUDA GPU"
+    eager = "torch eager on the CPU"
+    if dtype != torch.float32:
+        return BackendChoice("torch", "cpu", f"auto: {where}; the onnxruntime backend runs float32 only: {eager}")
+    ort_version, missing = _onnxruntime()
+    if ort_version is None:
+        return BackendChoice("torch", "cpu", f"auto: {where} and ONNX Runtime is not usable ({missing}): {eager}")
+    return BackendChoice(
+        "onnxruntime",
+        "cpu",
+        f"auto: {where}; ONNX Runtime {ort_version} is installed (the fastest CPU path)",
+        fallbacks=(("torch", "cpu", f"auto: {where}; the onnxruntime backend failed to open: {eager}"),),
+    )
+
+
+def open_backend(model: DCRN, choice: BackendChoice, **options: object) -> tuple[Backend, BackendChoice]:
+    """``choice`` opened with ``create_backend(..., **options)``; an auto choice that cannot be opened falls back
+    to the next candidate of its rule. Returns the backend and the choice that holds (log its ``describe()``)."""
+    while True:
+        try:
+            return create_backend(choice.name, model, device=choice.device, **options), choice
+        except DcrnError as exc:  # unavailable, or an export / engine build that failed
+            if not choice.fallbacks:
+                raise
+            name, device, reason = choice.fallbacks[0]
+            log.warning("%s could not be opened (%s); falling back to %s", choice.name, exc, name)
+            choice = BackendChoice(name, device, f"{reason} ({exc})", choice.fallbacks[1:])
+
+
+@dataclass(frozen=True)
+class _Gpu:
+    text: str  # "NVIDIA H200 (compute capability 9.0)"
+    capability: tuple[int, int]
+    nvidia: bool  # False for ROCm / HIP builds of torch
+
+
+def _gpu() -> _Gpu | None:
+    """The current CUDA device as torch sees it, or None without one."""
+    if not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device()
+    capability = tuple(torch.cuda.get_device_capability(index))
+    name = torch.cuda.get_device_name(index)
+    nvidia = getattr(torch.version, "hip", None) is None
+    kind = f"compute capability {capability[0]}.{capability[1]}" if nvidia else "ROCm"
+    return _Gpu(f"GPU {name} ({kind})", capability, nvidia)  # type: ignore[arg-type]
+
+
+def _tensorrt_for(gpu: _Gpu | None) -> tuple[str | None, str]:
+    """(TensorRT's label when it is installed and runs on ``gpu``, else None; why not)."""
+    if gpu is None or not gpu.nvidia:
+        return None, "not an NVIDIA GPU"
+    from dcrn.engine.trt_build import check_gpu_supported, load_tensorrt
+
+    try:
+        flavour = load_tensorrt()
+        check_gpu_supported(flavour, gpu.capability)
+    except BackendUnavailable as exc:
+        return None, f"TensorRT is not usable ({str(exc).split(';')[0]})"
+    return flavour.label, ""
+
+
+def _onnxruntime() -> tuple[str | None, str]:
+    """(ONNX Runtime's version when it and the ONNX exporter's ``onnx`` import, else None; why not)."""
+    try:
+        import onnx  # noqa: F401  (the step graph is exported with it)
+        import onnxruntime
+    except ImportError as exc:
+        return None, str(exc)
+    return str(onnxruntime.__version__), ""
+
+
 def create_backend(
     name: str,
     model: DCRN,
@@ -86,11 +211,18 @@ def create_backend(
 ) -> Backend:
     """The backend ``name`` running ``model`` on ``device`` for batches of up to ``max_batch`` streams.
 
+    ``name`` / ``device`` ``auto``: as :func:`choose_backend` and :func:`open_backend` decide (use those to
+    learn what was chosen and why).
+
     ``threads``: CPU threads of backends that keep their own pool (onnxruntime); 0 = the library default.
     torch's CPU threads are process-wide (``torch.set_num_threads``), set by the application.
     """
+    if name == AUTO or str(device) == AUTO:
+        choice = choose_backend(name, device, dtype=dtype)
+        options = dict(dtype=dtype, max_batch=max_batch, cache_dir=cache_dir, threads=threads)
+        return open_backend(model, choice, **options)[0]
     if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+        raise ConfigError(f"unknown backend {name!r} (choose from {', '.join(BACKEND_CHOICES)})")
     if max_batch < 1:
         raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
     resolved = resolve_device(device)

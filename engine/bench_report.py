@@ -155,6 +155,11 @@ def format_table(doc: dict[str, Any]) -> str:
         f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}",
         f"load     {' '.join(map(str, doc['load_avg_start']))} at start, "
         f"{' '.join(map(str, doc['load_avg_end']))} at end (1/5/15 min)",
+    ]
+    if doc.get("default_backend"):
+        default = doc["default_backend"]
+        lines.append(f"default  {default['name']} on {default['device']} ({default['reason']})")
+    lines += [
         "",
     ]
     rows: list[tuple[str, list[str]]] = [("backend", names), ("device", [backends[n]["device"] for n in names])]
