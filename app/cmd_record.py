@@ -54,31 +54,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dcrn.engine.recorder import parse_cut, record_clips
-    from dcrn.engine.sources import SourceOptions
+    from dcrn.engine.recorder import check_session, parse_cut, record_clips
+    from dcrn.engine.sources import SourceOptions, open_source
     from dcrn.models.errors import ConfigError, DataError
     from dcrn.models.teach_data import TeachDataset, validate_label
 
+    # Everything that can be refused is refused before the data set folder is created.
     if not args.timeout > 0:
         raise ConfigError(f"--timeout must be positive, got {args.timeout}")
+    check_session(args.seconds, args.count, args.countdown)
     cuts = [parse_cut(text) for text in args.cut]
-    label = validate_label(args.label)  # before anything is created
-    dataset = TeachDataset.open_or_create(args.out, background=not args.no_background)
+    label = validate_label(args.label)
 
     def status(text: str) -> None:
         print(f"dcrn record: {text}", file=sys.stderr, flush=True)
 
-    clips = record_clips(
-        args.source,
-        dataset,
-        label,
-        seconds=args.seconds,
-        count=args.count,
-        countdown=args.countdown,
-        on_status=status,
-        cuts=cuts or None,
-        options=SourceOptions(timeout_s=args.timeout),
-    )
+    with open_source(args.source, options=SourceOptions(timeout_s=args.timeout)) as source:
+        dataset = TeachDataset.open_or_create(args.out, background=not args.no_background)
+        clips = record_clips(
+            source,
+            dataset,
+            label,
+            seconds=args.seconds,
+            count=args.count,
+            countdown=args.countdown,
+            on_status=status,
+            cuts=cuts or None,
+        )
     for clip in clips:
         print(clip.path, flush=True)
     counts = ", ".join(f"{name}: {n}" for name, n in dataset.counts().items())

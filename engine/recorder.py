@@ -268,18 +268,14 @@ def record_clips(
     """Record ``count`` clips of ``seconds`` of ``label`` from a source (or cut ``cuts`` from a file).
 
     ``source_uri`` is a URI for :func:`open_source` (opened and closed here) or an already open
-    :class:`Source` (left open). The label is added to the data set when it is new. Live sources count
-    down ``countdown`` seconds before each clip (frames keep being read, so nothing stale is recorded);
-    files are read as fast as they decode, clip after clip, without a countdown. ``on_status`` gets
-    one-line progress messages; ``cancel`` stops at the next frame (the clip in progress follows the
-    cut-short rule of the module notes). Returns the clips saved, in order.
+    :class:`Source` (left open; a file source is switched to unpaced reading). The label is added to the
+    data set when it is new. Live sources count down ``countdown`` seconds before each clip (frames keep
+    being read, so nothing stale is recorded); files are read as fast as they decode, clip after clip,
+    without a countdown. ``on_status`` gets one-line progress messages; ``cancel`` stops at the next
+    frame (the clip in progress follows the cut-short rule of the module notes). Returns the clips
+    saved, in order.
     """
-    if not seconds > 0:
-        raise ConfigError(f"seconds must be positive, got {seconds}")
-    if count < 1:
-        raise ConfigError(f"count must be at least 1, got {count}")
-    if countdown < 0:
-        raise ConfigError(f"countdown cannot be negative, got {countdown}")
+    check_session(seconds, count, countdown)
     spans = _check_cuts(cuts) if cuts else None
     label = validate_label(label)
     status = on_status or (lambda text: log.info("%s", text))
@@ -295,7 +291,7 @@ def record_clips(
             label = same[0]  # "wave" records more clips of an existing "Wave"
         else:
             dataset.add_label(label)
-        session_info = _Session(
+        run = _Session(
             source=source,
             dataset=dataset,
             label=label,
@@ -305,11 +301,21 @@ def record_clips(
             cancel=cancel or threading.Event(),
         )
         if spans is not None:
-            return session_info.cut(spans)
-        return session_info.record(seconds, count, countdown)
+            return run.cut(spans)
+        return run.record(seconds, count, countdown)
     finally:
         if owned:
             source.close()
+
+
+def check_session(seconds: float, count: int, countdown: float) -> None:
+    """:class:`ConfigError` unless ``seconds`` > 0, ``count`` >= 1 and ``countdown`` >= 0."""
+    if not seconds > 0:
+        raise ConfigError(f"seconds must be positive, got {seconds}")
+    if count < 1:
+        raise ConfigError(f"count must be at least 1, got {count}")
+    if not countdown >= 0:
+        raise ConfigError(f"countdown cannot be negative, got {countdown}")
 
 
 def parse_cut(text: str) -> tuple[float, float]:
