@@ -39,7 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pace", action="store_true", help="read files as fast as possible, not at their fps")
     parser.add_argument("--loop", action="store_true", help="play files again from the start when they end")
     parser.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="open/read timeout of network streams (default 10)"
+        "--timeout", type=float, default=10.0, metavar="S", help="open timeout of network streams (default 10)"
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="a network stream that sends no frame for S seconds is lost and reopened (default 3)",
     )
 
 
@@ -155,11 +162,14 @@ def quiet_native_logs(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     quiet_native_logs(args)
+    from dataclasses import replace
+
     from dcrn.engine.pipeline import Pipeline
     from dcrn.engine.sinks import parse_sink
 
     sinks = [parse_sink(spec) for spec in args.sink or ["stdout"]]
     config = pipeline_config(args, args.source, pace=not args.no_pace, loop=args.loop, timeout_s=args.timeout)
+    config = replace(config, stall_s=args.stall_timeout)  # replace() validates it like every other field
     return run_pipeline(Pipeline(config, sinks))
 
 

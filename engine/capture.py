@@ -6,7 +6,13 @@ first frame after every reopen or loop, as a discontinuity so the model resets t
 
 A live source that fails to read is lost: the thread emits ``stream_lost`` once, then reopens it with
 exponential backoff (``backoff_s[0]`` doubling up to ``backoff_s[1]``), and emits ``stream_restored``
-with the first frame that flows again. A file that ends emits ``stream_ended`` and closes the ring.
+with the first frame that flows again. A read fails when the connection breaks, and also when no frame
+came for the source's stall time (a frozen camera keeps its connection open). Retries go on for as long
+as the capture runs, one at a time, each bounded by the source's open timeout. A file that ends emits
+``stream_ended`` and closes the ring.
+
+A frame whose resolution or frame rate differs from the previous one (a camera that came back with
+other settings) is a discontinuity, and ``stream_changed`` says what changed, after ``stream_restored``.
 When the thread exits, for whatever reason, it closes the source and the ring, so a consumer waiting
 in ``ring.get()`` wakes up, drains what is left and sees None.
 
@@ -23,7 +29,7 @@ import time
 from collections.abc import Callable
 
 from dcrn.engine.errors import SourceError
-from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, STREAM_RESTORED, Frame, StreamEvent
+from dcrn.engine.frames import STREAM_CHANGED, STREAM_ENDED, STREAM_LOST, STREAM_RESTORED, Frame, StreamEvent
 from dcrn.engine.redact import redact
 from dcrn.engine.ring import FrameRing
 from dcrn.engine.sources import Source
@@ -52,6 +58,7 @@ class Capture:
         self.ended = False  # a non-looping file reached its end (stream_ended was emitted)
         self.frames = 0  # frames put into the ring
         self.reconnects = 0  # successful reopens after a loss
+        self.changes = 0  # resolution or frame-rate changes (stream_changed events)
         self.error: BaseException | None = None  # what ended the thread, if it was not a clean stop or end
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture-{source.name}", daemon=True)
@@ -102,6 +109,7 @@ class Capture:
     def _run(self) -> None:
         source, seq, last_pts = self.source, 0, 0.0
         epoch: int | None = None  # source epoch of the last frame put; None: the next frame is the first
+        shape: tuple[int, int, float | None] | None = None  # (height, width, fps) of the last frame put
         lost = False
         try:
             while not self._stop.is_set():
@@ -127,6 +135,10 @@ class Capture:
                 image, pts, label = item
                 discontinuity = epoch != source.epoch
                 epoch = source.epoch
+                now_shape = (image.shape[0], image.shape[1], round(source.fps, 3) if source.fps else None)
+                changed = shape is not None and now_shape != shape
+                discontinuity = discontinuity or changed
+                before, shape = shape, now_shape
                 self.ring.put(
                     Frame(
                         stream=source.name,
@@ -142,6 +154,9 @@ class Capture:
                 if lost:
                     lost = False
                     self._emit(STREAM_RESTORED, seq, pts)
+                if changed:
+                    self.changes += 1
+                    self._emit(STREAM_CHANGED, seq, pts, f"{_describe(now_shape)}, was {_describe(before)}")
                 seq += 1
                 self.frames = seq
                 last_pts = pts
@@ -167,6 +182,11 @@ class Capture:
             except Exception as exc:  # unexpected, but a live source should keep trying
                 log.warning("%s: reopen failed unexpectedly: %s", self.source.name, redact(str(exc)))
             delay = min(delay * 2, cap)
+
+
+def _describe(shape: tuple[int, int, float | None]) -> str:
+    height, width, fps = shape
+    return f"{width}x{height}" + (f" at {fps:g} fps" if fps else "")
 
 
 def _detail(exc: BaseException) -> str:

@@ -21,6 +21,10 @@ class SourceUnreachable(SourceError, ConnectionError):
     """A network stream did not answer within the open timeout."""
 
 
+class SourceStalled(SourceError, TimeoutError):
+    """An open live stream delivered no frame for the stall time (frozen camera, stalled network)."""
+
+
 class BadSourceURI(SourceError, ValueError):
     """A source URI is malformed or uses an unsupported scheme."""
 

@@ -26,15 +26,16 @@ class Frame:
 STREAM_LOST = "stream_lost"
 STREAM_RESTORED = "stream_restored"
 STREAM_ENDED = "stream_ended"
+STREAM_CHANGED = "stream_changed"  # same stream, another resolution or frame rate: the state starts afresh
 ACTION_STARTED = "action_started"
 ACTION_ENDED = "action_ended"
 
 
 @dataclass
 class StreamEvent:
-    """Something that happened to a stream (not a prediction): lost, restored, ended."""
+    """Something that happened to a stream (not a prediction): lost, restored, ended, changed."""
 
-    event: str  # one of STREAM_LOST, STREAM_RESTORED, STREAM_ENDED
+    event: str  # one of STREAM_LOST, STREAM_RESTORED, STREAM_ENDED, STREAM_CHANGED
     stream: str
     frame: int  # seq of the last frame before (lost/ended) or the first after (restored) the event
     pts: float

@@ -55,7 +55,8 @@ class PipelineConfig:
     duration_s: float | None = None  # stop after this many seconds of streaming (None: no limit)
     pace: bool = True  # files and synthetic at their own frame rate; False: files as fast as the model, no drops
     loop: bool = False  # files: start again at the end (a discontinuity: the state resets)
-    timeout_s: float = 10.0  # open and read timeout of network sources
+    timeout_s: float = 10.0  # open timeout of network sources (connect to first frame)
+    stall_s: float = 3.0  # network sources: no frame for this long and the stream is lost (then reopened)
     stats_interval_s: float = 5.0  # stats records and log line every this many seconds (0: only at the end)
     ring_capacity: int = 4  # frame slots per source; the newest frames win when the model falls behind
     max_gap_s: float | None = 2.0  # a jump in a stream's pts larger than this resets its state
@@ -78,6 +79,8 @@ class PipelineConfig:
             raise ConfigError(f"max_frames must be >= 1, got {self.max_frames}")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ConfigError(f"duration must be positive, got {self.duration_s}")
+        if self.stall_s <= 0:
+            raise ConfigError(f"stall_s must be positive, got {self.stall_s}")
         if self.timeout_s <= 0 or self.stats_interval_s < 0 or self.ring_capacity < 1 or self.threads < 0:
             raise ConfigError("timeout_s must be > 0, stats_interval_s >= 0, ring_capacity >= 1 and threads >= 0")
 
@@ -196,7 +199,7 @@ class Pipeline:
 
     def _open_streams(self, device: torch.device) -> None:
         config = self.config
-        options = SourceOptions(timeout_s=config.timeout_s, pace=config.pace, loop=config.loop)
+        options = SourceOptions(timeout_s=config.timeout_s, stall_s=config.stall_s, pace=config.pace, loop=config.loop)
         ring_device = device if device.type == "cuda" else "cpu"
         for index, uri in enumerate(config.sources):
             name = config.names[index] if config.names else None
@@ -413,7 +416,7 @@ class Pipeline:
                     stream.capture.stop()  # also releases a put waiting on a lossless ring
             for stream in self.streams:
                 if stream.capture is not None:
-                    stream.capture.join(self.config.timeout_s + 2.0)
+                    stream.capture.join(self.config.timeout_s + self.config.stall_s + 2.0)
                 if stream.capture is not None and stream.capture.alive:
                     log.warning("%s: capture thread did not stop in time", stream.name)
                 else:

@@ -48,7 +48,8 @@ MAX_PACING_WAIT_S = 1.0  # a gap in timestamps longer than this is not waited ou
 class SourceOptions:
     """How sources are opened and read."""
 
-    timeout_s: float = 10.0  # open and read timeout for network streams, seconds
+    timeout_s: float = 10.0  # network streams: open timeout (connect to first frame), seconds
+    stall_s: float = 3.0  # network streams: no frame for this long and the stream counts as lost, seconds
     pace: bool = True  # files and synthetic: deliver at their own frame rate (False: as fast as possible, --no-pace)
     loop: bool = False  # files: start again at the end (each loop is a discontinuity)
     low_delay: bool = True  # RTSP: rtsp_transport;tcp|fflags;nobuffer|flags;low_delay, small probe
@@ -57,6 +58,8 @@ class SourceOptions:
     def __post_init__(self) -> None:
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+        if not self.stall_s > 0:
+            raise ValueError(f"stall_s must be positive, got {self.stall_s}")
         if self.backend not in ("auto", "pyav", "opencv"):
             raise ValueError(f"backend must be auto, pyav or opencv, got {self.backend!r}")
 

@@ -18,8 +18,14 @@ OpenCV (a hard dependency, PyAV is optional) is the fallback and can be asked fo
 recovers once the server has gone: a failed read raises :class:`SourceError`, and the capture thread
 reopens the source with backoff.
 
+Timeouts: opening (connect to first decoded frame) is bounded by ``options.timeout_s``; after that, no
+frame for ``options.stall_s`` raises :class:`SourceStalled` (a frozen camera keeps its TCP connection
+open and sends nothing; one that sends only undecodable data is stalled too).
+
 pts are seconds since the source was first opened, built from the stream's timestamps within one
-connection and from the monotonic clock across reconnects, so they keep growing.
+connection and from the monotonic clock across reconnects, so they keep growing: a timestamp that
+goes back, or leaps ahead of the wall clock, is re-anchored to the wall clock (``timestamp_jumps``
+counts them).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from dcrn.engine.errors import (
     BadSourceURI,
     SourceError,
     SourceNotFound,
+    SourceStalled,
     SourceUnreachable,
     SourceUnreadable,
 )
@@ -49,6 +56,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 MAX_BAD_PACKETS = 50  # consecutive undecodable packets before the stream counts as lost
+MAX_PTS_LEAD_S = 1.0  # a timestamp step this much longer than the wall-clock step is a jump, not time
+# FFmpeg's RTSP demuxer gives up on a silent connection only after its interrupt callback has fired
+# twice in a row through PyAV, three times through OpenCV (measured against a SIGSTOPped
+# gst-rtsp-server): each read's timeout is the stall time divided by that, so a stall ends within stall_s.
+STALL_TIMEOUTS = {"pyav": 2, "opencv": 3}
 _OPENCV_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _opencv_env_lock = threading.Lock()
 
@@ -117,6 +129,9 @@ class StreamSource(Source):
         self._video = None
         self._cap: cv2.VideoCapture | None = None
         self._queue: list[Read] = []  # frames decoded but not yet returned
+        self._deadline = 0.0  # monotonic time by which the next frame must be decoded
+        self._last: tuple[float, float] | None = None  # (pts, monotonic) of the last frame returned
+        self.timestamp_jumps = 0  # stream timestamps that went back or leapt ahead (re-anchored)
         self._start()
 
     # -- open ----------------------------------------------------------------------------------
@@ -126,12 +141,18 @@ class StreamSource(Source):
             self._t0 = time.monotonic()
         self._base = None
         self._queue = []
+        self._deadline = time.monotonic() + self.options.timeout_s  # the first frame: within the open timeout
         if self.backend == "pyav":
             self._open_pyav()
         else:
             self._open_opencv()
         try:
             self._queue.insert(0, self._next())  # validate: one decoded frame (any others stay queued after it)
+        except SourceStalled:  # connected, but no frame within the open timeout
+            self._close()
+            raise SourceUnreachable(
+                f"cannot open {self.uri}: connected, but no frame within {self.options.timeout_s:g} s"
+            ) from None
         except SourceError as exc:
             self._close()
             raise type(exc)(f"cannot open {self.uri}: {_reason(exc, self.uri)}") from None
@@ -145,7 +166,7 @@ class StreamSource(Source):
             container = av.open(
                 self._url,
                 options=ffmpeg_options(self.scheme, self.options.low_delay),
-                timeout=(timeout, timeout),
+                timeout=(timeout, self._read_timeout()),
             )
         except Exception as exc:
             if time.monotonic() - started >= 0.9 * timeout:  # the interrupt callback cut it short
@@ -163,7 +184,7 @@ class StreamSource(Source):
 
     def _open_opencv(self) -> None:
         ms = int(self.options.timeout_s * 1000)
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self._read_timeout() * 1000)]
         env = "|".join(f"{k};{v}" for k, v in ffmpeg_options(self.scheme, self.options.low_delay).items())
         with _opencv_env_lock:  # the variable is process-wide: set it only around this open
             saved = os.environ.get(_OPENCV_ENV)
@@ -199,17 +220,22 @@ class StreamSource(Source):
 
     # -- read ----------------------------------------------------------------------------------
 
+    def _read_timeout(self) -> float:
+        return self.options.stall_s / STALL_TIMEOUTS[self.backend]
+
     def _read(self) -> Read:
-        if self._queue:
-            return self._queue.pop(0)
-        return self._next()
+        item = self._queue.pop(0) if self._queue else self._next()
+        self._deadline = time.monotonic() + self.options.stall_s
+        return item
 
     def _next(self) -> Read:
         """Decode until one frame comes out; SourceError (or a subclass) when the stream is lost."""
         if self.backend == "opencv":
             ok, bgr = self._cap.read()
             if not ok or bgr is None:
-                raise SourceError(f"{self.uri}: no frame (connection lost or no data for {self.options.timeout_s:g} s)")
+                raise SourceStalled(
+                    f"{self.uri}: no frame (connection lost, or no data for {self.options.stall_s:g} s)"
+                )
             msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
             return _bgr_to_rgb(bgr), self._pts(msec / 1000.0 if msec > 0 else None), None
         bad = 0
@@ -219,7 +245,7 @@ class StreamSource(Source):
             except StopIteration:
                 raise SourceError(f"{self.uri}: the stream ended (server closed the connection)") from None
             except Exception as exc:
-                raise _pyav_error(exc, str(self.uri), self.options.timeout_s) from None
+                raise _pyav_error(exc, str(self.uri), self.options.stall_s, stalled=True) from None
             if packet.size == 0 and packet.dts is None:
                 raise SourceError(f"{self.uri}: the stream ended (server closed the connection)")
             try:
@@ -227,22 +253,43 @@ class StreamSource(Source):
             except Exception as exc:  # one corrupt packet is not a lost stream; many in a row are
                 bad += 1
                 if bad >= MAX_BAD_PACKETS:
-                    raise _pyav_error(exc, str(self.uri), self.options.timeout_s) from None
-                continue
-            bad = 0
+                    raise _pyav_error(exc, str(self.uri), self.options.stall_s) from None
+                frames = []
+            else:
+                bad = 0
             for frame in frames:
                 image = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
                 self._queue.append((image, self._pts(frame.time), None))
             if self._queue:
                 return self._queue.pop(0)
+            if time.monotonic() > self._deadline:  # data flows, but nothing decodes
+                raise SourceStalled(f"{self.uri}: no frame decoded for {self.options.stall_s:g} s (data is not video)")
 
     def _pts(self, stream_time: float | None) -> float:
         now = time.monotonic() - self._t0
         if stream_time is None:
-            return now
-        if self._base is None:
+            pts = now
+        elif self._base is None:
             self._base = now - stream_time  # this connection's first frame is stamped "now"
-        return self._base + stream_time
+            pts = now
+        else:
+            pts = self._base + stream_time
+            last_pts, last_now = self._last
+            step, wall_step = pts - last_pts, now - last_now
+            if step < 0 or step > wall_step + MAX_PTS_LEAD_S:  # went back, or leapt ahead of the clock
+                self.timestamp_jumps += 1
+                level = logging.WARNING if self.timestamp_jumps == 1 else logging.DEBUG
+                log.log(
+                    level,
+                    "%s: timestamps jumped by %+.3f s (%d so far): re-anchored",
+                    self.name,
+                    step,
+                    self.timestamp_jumps,
+                )
+                pts = last_pts + max(wall_step, 0.001)
+                self._base = pts - stream_time
+        self._last = (pts, now)
+        return pts
 
     def _close(self) -> None:
         if self._container is not None:
@@ -286,8 +333,11 @@ def _socket_error(exc: BaseException, prefix: str, timeout: float) -> SourceErro
     return SourceUnreachable(f"{prefix}: {redact(str(exc))}")
 
 
-def _pyav_error(exc: BaseException, prefix: str, timeout: float) -> SourceError:
-    """Map a PyAV/FFmpeg error to the engine's error tree, with a one-line, redacted message."""
+def _pyav_error(exc: BaseException, prefix: str, timeout: float, *, stalled: bool = False) -> SourceError:
+    """Map a PyAV/FFmpeg error to the engine's error tree, with a one-line, redacted message.
+
+    ``stalled``: the error ends a read on an open stream, so a timeout means no data for ``timeout``.
+    """
     import av
 
     if isinstance(exc, SourceError):
@@ -295,6 +345,8 @@ def _pyav_error(exc: BaseException, prefix: str, timeout: float) -> SourceError:
     name = type(exc).__name__
     message = getattr(exc, "strerror", None) or str(exc)
     if isinstance(exc, (av.error.ExitError, TimeoutError)) or "timed out" in message.lower():
+        if stalled:
+            return SourceStalled(f"{prefix}: no data for {timeout:g} s (the camera froze or the network stalled)")
         return SourceUnreachable(f"{prefix}: no answer within {timeout:g} s")
     if isinstance(exc, ConnectionRefusedError):
         return SourceUnreachable(f"{prefix}: connection refused (nothing listens on that port)")
