@@ -7,6 +7,9 @@ batch on the model's device, advances every stream's own recurrent state in one 
 and writes them to every sink. Capture events (lost / restored / ended) become event records; stats
 records and a log line follow every ``stats_interval_s``.
 
+:meth:`Pipeline.swap_model` switches a running pipeline to another checkpoint between two batches: the
+sources stay open, every stream's state starts afresh and a ``model_changed`` event says so.
+
 ``run()`` returns when every source has ended, ``stop()`` was called, or a limit was reached. It always
 stops and joins the capture threads, finishes the frames already queued, ends running actions, writes
 final stats and closes every sink (try/finally), also when it raises.
@@ -35,6 +38,7 @@ from dcrn.engine.slots import StateSlots
 from dcrn.engine.sources import Source, SourceOptions, open_source
 from dcrn.engine.stats import StreamStats, log_line
 from dcrn.models.checkpoint import load_checkpoint
+from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -98,6 +102,7 @@ class _Stream:
     finished: bool = False  # no more frames will be stepped
     lost: bool = False  # stream_lost was written and stream_restored not yet
     ended: StreamEvent | None = None  # stream_ended, written once the ring is drained
+    last: tuple[int, float] = (0, 0.0)  # (seq, pts) of the last frame stepped
 
 
 class Pipeline:
@@ -134,6 +139,9 @@ class Pipeline:
         self._streaming = False  # captures were started: shutdown finishes queued frames and writes final stats
         self._last_stats = 0.0
         self._callback_failed = False
+        self._swap_lock = threading.Lock()
+        # set by swap_model, applied by the loop between two batches
+        self._pending_swap: tuple[DCRN, dict, Backend, BackendChoice] | None = None
 
     @property
     def stats(self) -> dict[str, StreamStats]:
@@ -145,6 +153,72 @@ class Pipeline:
         # Event.set takes a lock that the interrupted main thread may hold inside Event.wait: set it from a
         # short helper thread, so a signal handler never blocks on it.
         threading.Thread(target=self._wake.set, name="dcrn-stop", daemon=True).start()
+
+    def swap_model(self, model: str) -> None:
+        """Run every stream on checkpoint ``model`` from the next batch on, without reopening a source.
+
+        Loads the checkpoint and builds its backend on the calling thread, so the stream keeps running
+        meanwhile; the pipeline's thread switches between two batches: running actions end (with the old
+        labels), every stream's state starts afresh and a ``model_changed`` event is written per stream.
+        Raises what loading raises (``BadCheckpoint``, ``ConfigError``, ...) and leaves the old model running.
+        Needs a running pipeline (``RuntimeError`` before ``run`` has set up its backend).
+        """
+        config = self.config
+        if self.backend is None:
+            raise RuntimeError("swap_model needs a running pipeline")
+        new_model, meta = load_checkpoint(model)
+        config.postprocess.thresholds(tuple(new_model.config.class_names))
+        choice = choose_backend(config.backend, config.device, dtype=DTYPES[config.dtype])
+        backend, choice = open_backend(
+            new_model,
+            choice,
+            dtype=DTYPES[config.dtype],
+            max_batch=len(config.sources),
+            cache_dir=config.cache_dir,
+            threads=config.threads,
+        )
+        with self._swap_lock:
+            replaced, self._pending_swap = self._pending_swap, (new_model, meta, backend, choice)
+        if replaced is not None:  # two swaps before a batch: the newer wins
+            replaced[2].close()
+        self._wake.set()
+
+    def _apply_swap(self) -> None:
+        with self._swap_lock:
+            pending, self._pending_swap = self._pending_swap, None
+        if pending is None:
+            return
+        self.model, self.meta, backend, self.choice = pending
+        self.labels = tuple(self.model.config.class_names)
+        old, self.backend = self.backend, backend
+        self.slots = StateSlots(backend, len(self.config.sources), max_gap_s=self.config.max_gap_s)
+        self.preprocess = Preprocessor.from_config(self.model.config, device=backend.device, dtype=backend.dtype)
+        path = str(self.meta.get("path", ""))
+        for stream in self.streams:
+            for record in stream.post.reset():  # running actions end under the labels they started with
+                self._write(record)
+            stream.post = StreamPostprocessor(self.labels, self.config.postprocess)
+            self.slots.add(stream.name)
+            seq, pts = stream.last
+            self._write(
+                {
+                    "type": "event",
+                    "event": "model_changed",
+                    "stream": stream.name,
+                    "frame": seq,
+                    "pts": round(pts, 4),
+                    "wall": round(time.time(), 4),
+                    "label": None,
+                    "score": None,
+                    "detail": f"{path}: {', '.join(self.labels)}",
+                    "model": path,
+                    "labels": list(self.labels),
+                }
+            )
+        if old is not None:
+            old.close()
+        self._flush()
+        log.info("switched to %s (%s)", path, ", ".join(self.labels))
 
     # -- run -----------------------------------------------------------------------------------------
 
@@ -227,6 +301,7 @@ class Pipeline:
         self._last_stats = time.monotonic()
         while not self._stop_requested:
             self._wake.clear()
+            self._apply_swap()
             self._handle_events()
             batch = self._collect()
             if batch:
@@ -289,6 +364,7 @@ class Pipeline:
                     self._write(record)
                 written = time.monotonic()
                 stream.frames += 1
+                stream.last = (frame.seq, frame.pts)
                 stream.stats.add(
                     capture=(taken - frame.captured) * 1000.0,
                     preprocess=(t1 - t0) * 1000.0,
@@ -444,6 +520,10 @@ class Pipeline:
                     log.log(quiet, "closing %r failed: %s", sink, exc)
             if self.backend is not None:
                 self.backend.close()
+            with self._swap_lock:
+                pending, self._pending_swap = self._pending_swap, None
+            if pending is not None:  # a swap that came too late
+                pending[2].close()
         if errors and not raising:
             raise errors[0]
 
