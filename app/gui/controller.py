@@ -21,12 +21,17 @@ from .cameras import CameraProbe
 from .event_list import EventRow
 from .settings import GuiSettings, SettingsStore
 from .source_panel import DEMO_SOURCE, Choice
+from .teach import TeachController
 from .video_view import Overlay
 from .window import MainWindow
 from .worker import EngineWorker, SessionSpec, Shown, redact, redact_text
 
 log = logging.getLogger(__name__)
 
+DEMO_MODEL_NOTICE = (
+    "The default model knows only the demo stream's synthetic actions (moving shapes), not what this "
+    "source shows. Teach it your own actions: record a few clips of each, then train."
+)
 STALL_AFTER_S = 2.0  # no frame for this long while live -> "stalled"
 REFRESH_MS = 500  # status bar refresh and stall check
 
@@ -108,6 +113,7 @@ class Controller(QObject):
         window.closing.connect(self.shutdown)
         if self.settings.geometry:
             window.restoreGeometry(self.settings.geometry)
+        self.teach = TeachController(self)
         self._refresh_choices()
 
     # -- intents ---------------------------------------------------------------------------------------
@@ -133,6 +139,18 @@ class Controller(QObject):
         else:
             self._save()
 
+    def use_model(self, model: str) -> None:
+        """Make ``model`` the model of this and later sessions; a running stream switches between two frames."""
+        if model not in shipped_models() and model != "default":
+            self.settings.remember_model(model)
+        self.settings.model = model
+        self._refresh_choices()
+        self._save()
+        if self.worker is not None:
+            self.worker.swap_model(model)
+        else:
+            self.window.show_model_notice(None)
+
     def start(self, source: str | None = None, model: str | None = None) -> None:
         """(Re)start on ``source`` / ``model``, or on the remembered ones."""
         self._retire()
@@ -146,6 +164,7 @@ class Controller(QObject):
         worker.frame_ready.connect(lambda shown, w=worker: self._on_frame(w, shown), queued)
         worker.record.connect(lambda record, w=worker: self._on_record(w, record), queued)
         worker.failed.connect(lambda message, w=worker: self._on_failed(w, message), queued)
+        worker.swap_failed.connect(lambda message, w=worker: self._on_swap_failed(w, message), queued)
         worker.finished.connect(lambda w=worker: self._on_finished(w), queued)
         self.worker = worker
         self.failed = False
@@ -162,7 +181,9 @@ class Controller(QObject):
         self.window.view.overlay.source = source_text
         self.window.bars.clear()
         self.window.set_session(source_text, model_text)
+        self.window.show_model_notice(DEMO_MODEL_NOTICE if _is_demo_model_elsewhere(spec) else None)
         self.window.set_running(True)
+        self.teach.session_started(spec)
         self._set_status("connecting")
         self._event("session_started", f"{source_text} · {model_text}")
         self._refresh_choices()
@@ -175,6 +196,7 @@ class Controller(QObject):
         if self.worker is None:
             return
         self._retire()
+        self.teach.session_ended()
         self._set_status("stopped")
         self._event("session_stopped", "")
         self.window.set_running(False)
@@ -208,6 +230,7 @@ class Controller(QObject):
         self.timer.stop()
         self._retire()
         deadline = time.monotonic() + timeout
+        self.teach.shutdown(timeout)
         for worker in list(self.stopping):
             if worker.join(max(0.0, deadline - time.monotonic())):
                 self.stopping.remove(worker)
@@ -231,6 +254,7 @@ class Controller(QObject):
         self.meter.tick()
         self.latencies.append((now - shown.captured) * 1000.0)
         p = shown.prediction
+        self.teach.frame_shown(p)
         if p.get("latency_ms") is not None:
             self.engine_latencies.append(float(p["latency_ms"]))
         if self.status in ("connecting", "stalled"):  # "reconnecting" ends with stream_restored, not with
@@ -260,6 +284,11 @@ class Controller(QObject):
         if name in ("action_started", "action_ended"):
             score = record.get("score")
             detail = f"{record.get('label', '')}" + (f"  {float(score) * 100:.0f}%" if score is not None else "")
+        elif name == "model_changed":
+            model = str(record.get("model", ""))
+            detail = f"{describe_model(model)}: {', '.join(record.get('labels') or [])}"
+            self.window.set_session(describe_source(worker.spec.source), describe_model(model))
+            self.window.show_model_notice(None)
         else:
             detail = redact_text(str(record.get("detail", "") or ""), worker.spec.source)
         self._event(name, detail, wall=record.get("wall"), pts=record.get("pts"), stream=str(record.get("stream", "")))
@@ -275,6 +304,7 @@ class Controller(QObject):
             return
         self.failed = True
         self._retire()  # the session is over; its thread finishes on its own
+        self.teach.session_ended()
         self.window.set_running(False)
         self.window.show_error(message)
         self._event("error", message)
@@ -287,12 +317,25 @@ class Controller(QObject):
             return
         self.worker = None
         self.window.set_running(False)
+        self.teach.session_ended()
         if not self.failed:
             if self.status != "ended":
                 self._event("stream_ended", "")
             self._set_status("ended")
 
+    def _on_swap_failed(self, worker: EngineWorker, message: str) -> None:
+        if worker is not self.worker:
+            return
+        self.window.show_error(message)
+        self._event("error", message)
+
     # -- helpers -------------------------------------------------------------------------------------
+    def add_event(self, name: str, detail: str) -> None:
+        self._event(name, detail)
+
+    def save_settings(self) -> None:
+        self._save()
+
     def _retire(self) -> None:
         if self.worker is not None:
             self.worker.stop()
@@ -339,3 +382,8 @@ class Controller(QObject):
 
     def _save(self) -> None:
         self.store.save(self.settings)
+
+
+def _is_demo_model_elsewhere(spec: SessionSpec) -> bool:
+    """The shipped demo model on a source that is not the demo stream (a camera, a URL, a file)."""
+    return spec.model == "default" and not (spec.source == DEMO_SOURCE or spec.source.startswith(DEMO_SOURCE + "?"))

@@ -21,6 +21,8 @@ TITLES = {
     "session_started": "Started",
     "session_stopped": "Stopped",
     "error": "Error",
+    "model_changed": "Model changed",
+    "clip_recorded": "Clip recorded",
 }
 
 

@@ -33,6 +33,10 @@ SHORTCUTS: dict[str, tuple[str, ...]] = {
     "open_file": ("Ctrl+O",),
     "open_model": ("Ctrl+M",),
     "demo": ("Ctrl+D",),
+    "teach": ("Ctrl+T",),
+    "record": ("R",),  # plain letters: typing into a text field still types them
+    "mark_in": ("I",),
+    "mark_out": ("O",),
     "quit": ("Ctrl+Q",),
 }
 SIGNAL_POLL_MS = 100  # lets the Python interpreter run signal handlers while Qt's loop waits

@@ -19,6 +19,10 @@ ENV_PATH = "DCRN_GUI_SETTINGS"
 MAX_RECENT = 8  # entries kept in each recent list
 
 
+def default_teach_dataset() -> str:
+    return str(Path.home() / "dcrn-teach" / "my-actions")
+
+
 def default_snapshot_dir() -> str:
     pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
     return str(Path(pictures or Path.home()) / "dcrn-snapshots")
@@ -34,6 +38,7 @@ class GuiSettings:
     recent_models: list[str] = field(default_factory=list)  # checkpoint files chosen, newest first
     snapshot_dir: str = field(default_factory=default_snapshot_dir)
     geometry: bytes = b""  # QMainWindow.saveGeometry()
+    teach_dataset: str = field(default_factory=default_teach_dataset)  # the Teach panel's data set folder
 
     def remember_source(self, url: str) -> None:
         self.recent_sources = _push(self.recent_sources, url)
@@ -67,6 +72,7 @@ class SettingsStore:
             recent_models=_string_list(s.value("recent/models", [])),
             snapshot_dir=str(s.value("snapshots/dir", defaults.snapshot_dir)),
             geometry=bytes(geometry) if isinstance(geometry, QByteArray) else b"",
+            teach_dataset=str(s.value("teach/dataset", defaults.teach_dataset)),
         )
 
     def save(self, settings: GuiSettings) -> None:
@@ -77,6 +83,7 @@ class SettingsStore:
         s.setValue("recent/models", list(settings.recent_models))
         s.setValue("snapshots/dir", settings.snapshot_dir)
         s.setValue("window/geometry", QByteArray(settings.geometry))
+        s.setValue("teach/dataset", settings.teach_dataset)
         s.sync()
         _owner_only(Path(s.fileName()))  # recent URLs may hold passwords
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PyQt6.QtCore import QRect, QRectF, QSize, Qt
-from PyQt6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPaintEvent
+from PyQt6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPaintEvent, QPen
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
+REC_COLOR = QColor(220, 30, 30)
 STATUS_COLORS = {
     "idle": QColor(120, 120, 120),
     "connecting": QColor(230, 160, 30),
@@ -17,6 +18,16 @@ STATUS_COLORS = {
     "ended": QColor(120, 120, 120),
     "error": QColor(170, 30, 30),
 }
+
+
+@dataclass
+class Recording:
+    """The recording indicator: a countdown before a clip, then a red REC badge and frame."""
+
+    label: str  # the label being recorded
+    countdown: int = 0  # seconds left before recording starts; 0 while recording
+    elapsed_s: float = 0.0  # seconds recorded so far
+    length_s: float = 0.0  # seconds asked for
 
 
 @dataclass
@@ -40,6 +51,7 @@ class VideoView(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.image: QImage | None = None
         self.overlay = Overlay()
+        self.recording: Recording | None = None  # kept across frames until set_recording(None)
         self.frames_painted = 0
 
     def sizeHint(self) -> QSize:
@@ -54,6 +66,10 @@ class VideoView(QWidget):
         self.overlay.status = status
         self.update()
 
+    def set_recording(self, recording: Recording | None) -> None:
+        self.recording = recording
+        self.update()
+
     def clear(self) -> None:
         self.image = None
         self.overlay = Overlay(status=self.overlay.status, source=self.overlay.source)
@@ -66,6 +82,8 @@ class VideoView(QWidget):
         out = self.image.convertToFormat(QImage.Format.Format_RGB32)
         painter = QPainter(out)
         paint_overlay(painter, QRect(0, 0, out.width(), out.height()), self.overlay)
+        if self.recording is not None:
+            paint_recording(painter, QRect(0, 0, out.width(), out.height()), self.recording)
         painter.end()
         return out
 
@@ -86,7 +104,45 @@ class VideoView(QWidget):
             text = {"connecting": "Connecting…", "error": "Not running"}.get(self.overlay.status, "No video")
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, text)
         paint_overlay(painter, target, self.overlay)
+        if self.recording is not None:
+            paint_recording(painter, target, self.recording)
         painter.end()
+
+
+def paint_recording(painter: QPainter, rect: QRect, recording: Recording) -> None:
+    """A big countdown in the middle, or a red frame round the video and a REC badge (bottom right)."""
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    margin = max(6, rect.height() // 40)
+    if recording.countdown > 0:
+        font = _font(rect, 0.25)
+        metrics = QFontMetrics(font)
+        text = str(recording.countdown)
+        side = max(metrics.horizontalAdvance(text), metrics.height()) + 2 * _pad(font)
+        box = QRectF(0, 0, side, side)
+        box.moveCenter(QRectF(rect).center())
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(0, 0, 0, 150))
+        painter.drawEllipse(box)
+        painter.setPen(QColor(255, 255, 255))
+        painter.setFont(font)
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        small = _font(rect, 0.04)
+        caption = _elide(f"get ready: {recording.label}", small, rect.width() - 2 * margin)
+        width = QFontMetrics(small).horizontalAdvance(caption) + 2 * _pad(small)
+        _badge(painter, int(box.center().x() - width / 2), int(box.bottom()) + margin, caption, small, REC_COLOR)
+        return
+    border = max(3, rect.height() // 120)
+    pen = QPen(REC_COLOR, border)
+    pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
+    painter.setPen(pen)
+    painter.setBrush(Qt.BrushStyle.NoBrush)
+    painter.drawRect(QRectF(rect).adjusted(border / 2, border / 2, -border / 2, -border / 2))
+    font = _font(rect, 0.045)
+    text = f"● REC  {recording.label}  {recording.elapsed_s:.1f} / {recording.length_s:.1f} s"
+    text = _elide(text, font, rect.width() * 3 // 4)
+    width = QFontMetrics(font).horizontalAdvance(text) + 2 * _pad(font)
+    height = QFontMetrics(font).height() + 2 * _pad(font)
+    _badge(painter, rect.right() - margin - width, rect.bottom() - margin - height, text, font, REC_COLOR)
 
 
 def paint_overlay(painter: QPainter, rect: QRect, overlay: Overlay) -> None:

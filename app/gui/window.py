@@ -16,7 +16,9 @@ from PyQt6.QtWidgets import (
     QLabel,
     QMainWindow,
     QPushButton,
+    QScrollArea,
     QSplitter,
+    QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -24,6 +26,7 @@ from PyQt6.QtWidgets import (
 
 from .event_list import EventList, EventRow
 from .source_panel import Choice, SourcePanel
+from .teach_panel import TeachPanel
 from .top_bars import TopBars
 from .video_view import Overlay, VideoView
 
@@ -57,12 +60,46 @@ class ErrorBanner(QFrame):
         self.show()
 
 
+class ModelNotice(QFrame):
+    """A calm strip above the video: the model running cannot know what this source shows; offers Teach."""
+
+    teach_requested = pyqtSignal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("modelNotice")
+        self.setStyleSheet(
+            "#modelNotice { background: #1f4e79; border-radius: 4px; } QLabel { color: white; }"
+            " QToolButton { color: white; }"
+        )
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.teach = QPushButton("Teach…")
+        self.teach.setToolTip("Record a few clips of your own actions and train a model on them")
+        self.teach.clicked.connect(self.teach_requested)
+        close = QToolButton()
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.clicked.connect(self.hide)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 6, 6, 6)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(self.teach, 0, Qt.AlignmentFlag.AlignVCenter)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
+
+    def show_message(self, text: str) -> None:
+        self.label.setText(text)
+        self.show()
+
+
 class MainWindow(QMainWindow):
     start_stop_requested = pyqtSignal()
     source_chosen = pyqtSignal(str)
     model_chosen = pyqtSignal(str)
     snapshot_requested = pyqtSignal()
     save_events_requested = pyqtSignal(str)  # path
+    teach_shown = pyqtSignal()  # the Teach tab was opened
     closing = pyqtSignal()
 
     def __init__(self) -> None:
@@ -70,6 +107,9 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(APP_TITLE)
         self.view = VideoView()
         self.banner = ErrorBanner()
+        self.notice = ModelNotice()
+        self.teach = TeachPanel()
+        self.tabs = QTabWidget()
         self.bars = TopBars(k=5)
         self.events = EventList()
         self.panel = SourcePanel()
@@ -92,12 +132,14 @@ class MainWindow(QMainWindow):
         self.snapshot_button.clicked.connect(self.snapshot_requested)
         self.save_events_button.clicked.connect(self.browse_save_events)
         self.clear_events_button.clicked.connect(self.events.clear_events)
+        self.notice.teach_requested.connect(self.show_teach)
 
     def _build_layout(self) -> None:
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(6, 6, 0, 6)
         left_layout.addWidget(self.banner)
+        left_layout.addWidget(self.notice)
         left_layout.addWidget(self.view, 1)
 
         buttons = QHBoxLayout()
@@ -110,6 +152,11 @@ class MainWindow(QMainWindow):
         top_box = QGroupBox("Top 5")
         QVBoxLayout(top_box).addWidget(self.bars)
         events_box = QGroupBox("Events")
+        live = QWidget()  # the Live tab: what the model sees now, and what happened
+        live_layout = QVBoxLayout(live)
+        live_layout.setContentsMargins(4, 4, 4, 4)
+        live_layout.addWidget(top_box)
+        live_layout.addWidget(events_box, 1)
         events_layout = QVBoxLayout(events_box)
         events_layout.addWidget(self.events, 1)
         event_buttons = QHBoxLayout()
@@ -119,12 +166,21 @@ class MainWindow(QMainWindow):
         events_layout.addLayout(event_buttons)
 
         right = QWidget()
-        right.setMinimumWidth(330)
+        right.setMinimumWidth(420)
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 6, 6, 6)
         right_layout.addWidget(source_box)
-        right_layout.addWidget(top_box)
-        right_layout.addWidget(events_box, 1)
+        teach_scroll = QScrollArea()
+        teach_scroll.setWidget(self.teach)
+        teach_scroll.setWidgetResizable(True)
+        teach_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.tabs.addTab(live, "Live")
+        self.tabs.addTab(teach_scroll, "Teach")
+        self.teach_tab = teach_scroll
+        self.tabs.currentChanged.connect(
+            lambda _i: self.tabs.currentWidget() is teach_scroll and self.teach_shown.emit()
+        )
+        right_layout.addWidget(self.tabs, 1)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
@@ -159,6 +215,10 @@ class MainWindow(QMainWindow):
             "open_url": ("Open &URL…", self.focus_url),
             "open_model": ("Open &model checkpoint…", self.browse_model),
             "save_events": ("Save &events…", self.browse_save_events),
+            "teach": ("&Teach your own actions…", self.show_teach),
+            "record": ("&Record a clip", self.teach.record_requested.emit),
+            "mark_in": ("Mark &in point", self.teach.mark_in_requested.emit),
+            "mark_out": ("Mark &out point", self.teach.mark_out_requested.emit),
             "quit": ("&Quit", self.close),
         }
         for name, (text, slot) in specs.items():
@@ -168,6 +228,7 @@ class MainWindow(QMainWindow):
         menus = {
             "&File": ("open_file", "open_url", "demo", "open_model", None, "quit"),
             "&Stream": ("start_stop", "snapshot", "save_events"),
+            "&Teach": ("teach", "record", "mark_in", "mark_out"),
         }
         for title, names in menus.items():
             menu = self.menuBar().addMenu(title)
@@ -214,6 +275,19 @@ class MainWindow(QMainWindow):
 
     def clear_error(self) -> None:
         self.banner.hide()
+
+    def show_model_notice(self, text: str | None) -> None:
+        """A notice about the model and the source (None hides it)."""
+        if text:
+            self.notice.show_message(text)
+        else:
+            self.notice.hide()
+
+    def show_teach(self) -> None:
+        if self.tabs.currentWidget() is self.teach_tab:
+            self.teach_shown.emit()
+        else:
+            self.tabs.setCurrentWidget(self.teach_tab)  # currentChanged emits teach_shown
 
     def notify(self, text: str, ms: int = 5000) -> None:
         self.statusBar().showMessage(text, ms)

@@ -8,6 +8,7 @@ Everything it learns reaches the GUI thread only through Qt signals (queued acro
   painting falls behind, so a slow window never slows the engine or grows a backlog.
 - ``record(dict)`` -- every event and stats record (predictions travel with their frames).
 - ``failed(str)`` -- the pipeline could not start or stopped with an error (credentials redacted).
+- ``swap_failed(str)`` -- :meth:`EngineWorker.swap_model` could not load the new model; the old one runs on.
 - ``finished()`` -- the engine thread has ended.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -22,6 +24,7 @@ import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
 from PyQt6.QtGui import QImage
 
+from dcrn.engine.frames import Frame
 from dcrn.engine.pipeline import Pipeline, PipelineConfig
 from dcrn.engine.postprocess import PostprocessConfig
 from dcrn.engine.redact import redact
@@ -62,6 +65,7 @@ class EngineWorker(QObject):
     frame_ready = pyqtSignal(object)  # Shown
     record = pyqtSignal(dict)
     failed = pyqtSignal(str)
+    swap_failed = pyqtSignal(str)
     finished = pyqtSignal()
 
     def __init__(self, spec: SessionSpec, parent: QObject | None = None) -> None:
@@ -72,7 +76,9 @@ class EngineWorker(QObject):
         self._in_flight = 0
         self._stop = threading.Event()
         self._pipeline: Pipeline | None = None
-        self._labels: tuple[str, ...] = ()
+        self._labels: tuple[str, ...] | None = None  # the source's ground-truth classes (the demo stream's)
+        self._tap: Callable[[Frame], None] | None = None
+        self.source_fps: float | None = None  # the source's nominal frame rate, once it is open
         self._thread = threading.Thread(target=self._run, name="dcrn-gui-engine", daemon=True)
 
     # -- called on the GUI thread ------------------------------------------------------------------
@@ -92,6 +98,21 @@ class EngineWorker(QObject):
         if self._thread.is_alive():
             self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def swap_model(self, model: str) -> None:
+        """Switch the running stream to checkpoint ``model`` without reopening the source; returns at once.
+
+        The checkpoint loads on a helper thread; the engine swaps between two frames and reports it with a
+        ``model_changed`` event record. Failures come back as ``swap_failed``.
+        """
+        threading.Thread(target=self._swap, args=(model,), name="dcrn-gui-swap", daemon=True).start()
+
+    def set_tap(self, tap: Callable[[Frame], None] | None) -> None:
+        """Call ``tap(frame)`` on the engine thread for every frame stepped, displayed or not (None: stop).
+
+        ``frame.image`` is valid only during the call. Keep the tap cheap: it runs between two steps.
+        """
+        self._tap = tap
 
     @property
     def in_flight(self) -> int:
@@ -124,7 +145,6 @@ class EngineWorker(QObject):
                 self._pipeline = pipeline
             if self._stop.is_set():
                 return
-            self._labels = tuple(pipeline.labels)
             log.info("engine started on %s", shown)
             pipeline.run()
             log.info("engine stopped on %s", shown)
@@ -137,7 +157,30 @@ class EngineWorker(QObject):
         finally:
             self.finished.emit()
 
+    def _swap(self, model: str) -> None:
+        with self._lock:
+            pipeline = self._pipeline
+        try:
+            if pipeline is None or self._stop.is_set():
+                raise DcrnError("the stream is not running")
+            pipeline.swap_model(model)
+        except (DcrnError, RuntimeError, OSError) as exc:
+            log.warning("model swap to %s failed: %s", model, exc)
+            self.swap_failed.emit(f"Could not switch to {model}: {redact_text(str(exc), self.spec.source)}")
+        except Exception as exc:  # a bug while loading must not kill the window
+            log.exception("model swap to %s crashed", model)
+            self.swap_failed.emit(f"Could not switch to {model}: {type(exc).__name__}: {exc}")
+
     def _on_frame(self, frame, prediction: dict) -> None:
+        if self._labels is None:  # the first frame: the source is open now
+            self._source_opened()
+        tap = self._tap
+        if tap is not None:
+            try:
+                tap(frame)
+            except Exception:
+                log.exception("frame tap failed; removed")
+                self._tap = None
         with self._lock:
             if self._in_flight >= MAX_IN_FLIGHT:
                 self.display_dropped += 1
@@ -147,6 +190,13 @@ class EngineWorker(QObject):
         if frame.label is not None and 0 <= frame.label < len(self._labels):
             truth = self._labels[frame.label]
         self.frame_ready.emit(Shown(to_qimage(frame.image), dict(prediction), frame.captured, truth))
+
+    def _source_opened(self) -> None:
+        with self._lock:
+            pipeline = self._pipeline
+        source = pipeline.streams[0].source if pipeline is not None and pipeline.streams else None
+        self._labels = tuple(source.labels or ()) if source is not None else ()
+        self.source_fps = source.fps if source is not None else None
 
     def _on_record(self, record: dict) -> None:
         if record.get("type") != "prediction":

@@ -1,0 +1,451 @@
+"""The teach controller: the Teach panel's intents -> a data set of clips, recordings and training.
+
+It runs on the GUI thread only, next to the main :class:`~.controller.Controller` (which owns it). Clips
+are recorded from the frames the engine steps for the window (a :class:`~.teach_jobs.ClipTap` on the
+engine thread, a writer thread in the recorder); finishing, cutting and training run as
+:class:`~.teach_jobs.Job` threads. When training ends, the running stream switches to the new model
+between two frames (:meth:`Controller.use_model`) and the model joins the model chooser.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PyQt6.QtCore import QObject, Qt, QTimer
+
+from dcrn.models.errors import DcrnError
+from dcrn.models.teach_data import ClipInfo, TeachDataset, new_session_id
+
+from .source_panel import DEMO_SOURCE
+from .teach_jobs import MIN_KEEP_S, ClipRecorder, ClipTap, Job, cut_clip, finish_clip, train_model
+from .teach_panel import ClipRow, TrainResult
+from .video_view import Recording
+from .worker import SessionSpec, redact
+
+if TYPE_CHECKING:
+    from .controller import Controller
+
+log = logging.getLogger(__name__)
+
+TICK_MS = 1000  # countdown step
+OVERDUE_S = 5.0  # a clip that has not filled this long after its length (stalled stream) ends anyway
+FALLBACK_FPS = 30.0  # recording rate when neither the source nor the display knows one
+QUEUED = Qt.ConnectionType.QueuedConnection  # signals of other threads reach the GUI thread's loop
+
+
+def is_file_source(uri: str) -> bool:
+    return bool(uri) and not uri.startswith(DEMO_SOURCE) and "://" not in uri and Path(uri).is_file()
+
+
+def model_path_for(dataset: Path) -> Path:
+    """Where a data set's taught model goes: next to the folder (inside, it would read as a class)."""
+    return dataset.parent / f"{dataset.name}.pt"
+
+
+@dataclass
+class _Plan:
+    """A burst of clips of one label, recorded one after the other."""
+
+    label: str
+    seconds: float
+    countdown: int
+    remaining: int  # clips still to record, the current one included
+
+
+class TeachController(QObject):
+    def __init__(self, main: Controller) -> None:
+        super().__init__(main)
+        self.main = main
+        self.panel = main.window.teach
+        self.view = main.window.view
+        self.dataset: TeachDataset | None = None
+        self.plan: _Plan | None = None
+        self.tap: ClipTap | None = None
+        self.recorder = None  # the ClipRecorder of the clip being recorded
+        self.session_id: str | None = None  # one per recording sitting (source session and data set)
+        self.last_pts: float | None = None  # pts of the newest frame shown
+        self.jobs: list[Job] = []
+        self.train_job: Job | None = None
+        self.last_report = None  # the newest TeachReport
+        self._counting = 0  # countdown seconds left
+        self._clip_started = 0.0
+        self.timer = QTimer(self)
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(self._tick)
+        self.overdue = QTimer(self)
+        self.overdue.setSingleShot(True)
+        self.overdue.timeout.connect(self._end_clip)
+
+        p = self.panel
+        p.dataset_chosen.connect(self.open_dataset)
+        p.label_added.connect(self.add_label)
+        p.label_renamed.connect(self.rename_label)
+        p.label_deleted.connect(self.delete_label)
+        p.record_requested.connect(self.toggle_recording)
+        p.clip_play_requested.connect(self.play_clip)
+        p.clip_delete_requested.connect(self.delete_clip)
+        p.mark_in_requested.connect(self.mark_in)
+        p.mark_out_requested.connect(self.mark_out)
+        p.cut_requested.connect(self.cut)
+        p.train_requested.connect(self.train)
+        p.cancel_requested.connect(self.cancel_training)
+        main.window.teach_shown.connect(self.ensure_dataset)
+
+    # -- data set and labels -------------------------------------------------------------------------
+    def ensure_dataset(self) -> TeachDataset | None:
+        """The open data set; the remembered folder is opened (or created) the first time it is needed."""
+        if self.dataset is None:
+            self.open_dataset(self.main.settings.teach_dataset)
+        return self.dataset
+
+    def open_dataset(self, folder: str) -> None:
+        folder = str(Path(folder).expanduser())
+        try:
+            dataset = TeachDataset.open_or_create(Path(folder))
+        except DcrnError as exc:
+            self.panel.show_message(str(exc), error=True)
+            return
+        self._stop_plan()
+        self.dataset = dataset
+        self.session_id = None
+        self.main.settings.teach_dataset = folder
+        self.main.save_settings()
+        self.panel.show_message(f"Data set: {folder}")
+        self.refresh()
+
+    def refresh(self) -> None:
+        d = self.dataset
+        if d is None:
+            return
+        rows = [
+            ClipRow(c.path, c.label, c.frames / c.fps if c.fps else 0.0, _note(c))
+            for c in sorted(d.clips, key=lambda c: (d.labels.index(c.label), c.path))
+        ]
+        self.panel.set_dataset(_display_path(d.root), list(d.labels), d.counts(), rows)
+
+    def add_label(self, name: str) -> None:
+        if self._editable() is None:
+            return
+        try:
+            self.dataset.add_label(name)
+        except DcrnError as exc:
+            self.panel.show_message(str(exc), error=True)
+            return
+        self.panel.label_name.clear()
+        self.refresh()
+        self.panel.select_label(self.dataset.labels[-1])
+        self.panel.show_message(f"Added the label {self.dataset.labels[-1]!r}: select it and record a few clips")
+
+    def rename_label(self, old: str, new: str) -> None:
+        if self._editable() is None:
+            return
+        try:
+            self.dataset.rename_label(old, new)
+        except DcrnError as exc:
+            self.panel.show_message(str(exc), error=True)
+            return
+        self.refresh()
+        self.panel.select_label(new.strip())
+        self.panel.show_message(f"Renamed {old!r} to {new.strip()!r}")
+
+    def delete_label(self, name: str) -> None:
+        if self._editable() is None:
+            return
+        try:
+            self.dataset.delete_label(name)
+        except DcrnError as exc:
+            self.panel.show_message(str(exc), error=True)
+            return
+        self.refresh()
+        self.panel.show_message(f"Deleted the label {name!r} and its clips")
+
+    def delete_clip(self, path: str) -> None:
+        if self._editable() is None:
+            return
+        try:
+            self.dataset.delete_clip(path)
+        except DcrnError as exc:
+            self.panel.show_message(str(exc), error=True)
+            return
+        self.refresh()
+        self.panel.show_message(f"Deleted {path}")
+
+    def play_clip(self, path: str) -> None:
+        """Open the clip as the source (it plays once with the current model)."""
+        if self.dataset is not None:
+            self.main.start(source=str(self.dataset.root / path))
+
+    # -- recording -----------------------------------------------------------------------------------
+    @property
+    def recording(self) -> bool:
+        return self.plan is not None
+
+    def toggle_recording(self) -> None:
+        if self.plan is not None:
+            self._stop_plan()
+            self.panel.show_message("Recording stopped")
+            return
+        self.main.window.show_teach()
+        dataset = self.ensure_dataset()
+        label = self.panel.current_label()
+        if dataset is None:
+            return
+        if label is None:
+            self.panel.show_message("Add a label (or select one) first", error=True)
+            return
+        if self.main.worker is None or self.main.status not in ("live", "stalled"):
+            self.panel.show_message("Start a stream first: clips are recorded from the video shown", error=True)
+            return
+        if self.session_id is None:
+            self.session_id = new_session_id()
+        p = self.panel
+        self.plan = _Plan(label, p.seconds.value(), p.countdown.value(), p.count.value())
+        p.set_recording(True)
+        self._start_countdown()
+
+    def _start_countdown(self) -> None:
+        self._counting = self.plan.countdown
+        if self._counting <= 0:
+            self._begin_clip()
+            return
+        self.view.set_recording(Recording(self.plan.label, countdown=self._counting))
+        self.timer.start()
+
+    def _tick(self) -> None:
+        self._counting -= 1
+        if self.plan is None:
+            self.timer.stop()
+        elif self._counting > 0:
+            self.view.set_recording(Recording(self.plan.label, countdown=self._counting))
+        else:
+            self.timer.stop()
+            self._begin_clip()
+
+    def _begin_clip(self) -> None:
+        worker, plan = self.main.worker, self.plan
+        if worker is None or self.dataset is None:
+            self._stop_plan()
+            self.panel.show_message("The stream stopped before recording could start", error=True)
+            return
+        fps = worker.source_fps or self.main.meter.fps or FALLBACK_FPS
+        try:
+            recorder = ClipRecorder(
+                self.dataset, plan.label, fps=fps, source=redact(worker.spec.source), session=self.session_id
+            )
+        except DcrnError as exc:
+            self._stop_plan()
+            self.panel.show_message(str(exc), error=True)
+            return
+        self.recorder = recorder
+        self.tap = ClipTap(recorder, max(1, round(plan.seconds * fps)), self)
+        self.tap.progress.connect(lambda n, fps=fps: self._show_elapsed(n / fps), QUEUED)
+        self.tap.full.connect(self._end_clip, QUEUED)
+        self._clip_started = time.monotonic()
+        self.view.set_recording(Recording(plan.label, length_s=plan.seconds))
+        self.overdue.start(int((plan.seconds + OVERDUE_S) * 1000))
+        worker.set_tap(self.tap)
+        log.info("recording %.1f s of %s at %.1f fps", plan.seconds, plan.label, fps)
+
+    def _show_elapsed(self, seconds: float) -> None:
+        if self.plan is not None and self.tap is not None:
+            self.view.set_recording(Recording(self.plan.label, elapsed_s=seconds, length_s=self.plan.seconds))
+
+    def _end_clip(self) -> None:
+        """The clip is full (or overdue, or stopped): finish it off the GUI thread; then the next, if any."""
+        self.overdue.stop()
+        tap, recorder = self.tap, self.recorder
+        if tap is None:
+            return
+        self.tap, self.recorder = None, None
+        if self.main.worker is not None:
+            self.main.worker.set_tap(None)
+        written = tap.close()
+        tap.deleteLater()
+        keep = written >= tap.frames or recorder.seconds >= MIN_KEEP_S  # a clip cut short: kept when long enough
+        if not keep:
+            self.panel.show_message(f"Clip dropped: only {recorder.seconds:.1f} s (< {MIN_KEEP_S:g} s) recorded")
+        job = Job("finish-clip", finish_clip(recorder, keep=keep), self)
+        job.done.connect(self._clip_saved, QUEUED)
+        job.failed.connect(lambda message: self.panel.show_message(message, error=True), QUEUED)
+        self._run(job)
+        if self.plan is None:
+            return
+        self.plan.remaining -= 1
+        if self.plan.remaining > 0 and self.main.worker is not None:
+            self._start_countdown()
+        else:
+            self._stop_plan()
+
+    def _stop_plan(self) -> None:
+        """End a recording burst now: the clip under way is kept (what it has), the rest not recorded."""
+        self.timer.stop()
+        plan, self.plan = self.plan, None
+        if self.tap is not None:
+            self._end_clip()
+        self.view.set_recording(None)
+        if plan is not None:
+            self.panel.set_recording(False)
+
+    def _clip_saved(self, info: ClipInfo | None) -> None:
+        if info is None:
+            return
+        self.refresh()
+        seconds = info.frames / info.fps if info.fps else 0.0
+        self.panel.show_message(f"Saved {info.path} ({seconds:.1f} s)")
+        self.main.add_event("clip_recorded", f"{info.label}: {info.path}")
+
+    # -- cutting from a file -------------------------------------------------------------------------
+    def mark_in(self) -> None:
+        self._mark(0)
+
+    def mark_out(self) -> None:
+        self._mark(1)
+
+    def _mark(self, which: int) -> None:
+        if not is_file_source(self.main.settings.source) or self.last_pts is None:
+            self.panel.show_message("In and out points are marked on a video file playing as the source", error=True)
+            return
+        self.main.window.show_teach()
+        marks = list(self.panel.marks())
+        marks[which] = self.last_pts
+        if which == 0 and marks[1] <= marks[0]:
+            marks[1] = marks[0]
+        self.panel.set_marks(*marks)
+
+    def cut(self) -> None:
+        dataset = self._editable()
+        source = self.main.settings.source
+        label = self.panel.current_label()
+        if dataset is None:
+            return
+        if not is_file_source(source):
+            self.panel.show_message("Open a video file as the source to cut clips from it", error=True)
+            return
+        if label is None:
+            self.panel.show_message("Select the label of the clip to cut", error=True)
+            return
+        in_s, out_s = self.panel.marks()
+        try:
+            fn = cut_clip(source, dataset, label, in_s, out_s, session=f"cut-{Path(source).stem}")
+        except DcrnError as exc:
+            self.panel.show_message(str(exc), error=True)
+            return
+        job = Job("cut-clip", fn, self)
+        job.done.connect(self._clip_saved, QUEUED)
+        job.failed.connect(lambda message: self.panel.show_message(message, error=True), QUEUED)
+        self.panel.show_message(f"Cutting {in_s:.2f}-{out_s:.2f} s as {label!r}…")
+        self._run(job)
+
+    # -- training ------------------------------------------------------------------------------------
+    def train(self) -> None:
+        dataset = self._editable()
+        if dataset is None:
+            return
+        if self.train_job is not None:
+            self.panel.show_message("Training is already running")
+            return
+        try:
+            dataset.check_trainable()
+        except DcrnError as exc:
+            self.panel.show_message(str(exc), error=True)
+            return
+        out = model_path_for(dataset.root)
+        job = Job("train", train_model(dataset.root, out), self)
+        job.progress.connect(self.panel.set_progress, QUEUED)
+        job.done.connect(self._trained, QUEUED)
+        job.failed.connect(self._train_failed, QUEUED)
+        self.train_job = job
+        self.panel.set_training(True)
+        self.panel.show_message(f"Training on {sum(dataset.counts().values())} clips…")
+        self._run(job)
+
+    def cancel_training(self) -> None:
+        if self.train_job is not None:
+            self.train_job.cancel()
+            self.panel.show_message("Cancelling…")
+
+    def _trained(self, report) -> None:
+        self.train_job = None
+        self.last_report = report
+        self.panel.set_training(False)
+        self.panel.set_result(
+            TrainResult(
+                labels=tuple(report.labels),
+                accuracy=report.cv_accuracy,
+                worst_fold=report.cv_worst_fold,
+                split=report.cv_split,
+                confusion=[list(row) for row in report.confusion],
+                model=_display_path(report.out),
+                seconds=report.seconds,
+                details=report.summary(),
+            )
+        )
+        accuracy = "" if report.cv_accuracy is None else f", cross-validated accuracy {report.cv_accuracy:.0%}"
+        self.panel.show_message(f"Model saved: {_display_path(report.out)}{accuracy}")
+        self.main.use_model(str(report.out))
+
+    def _train_failed(self, message: str) -> None:
+        cancelled = self.train_job is not None and self.train_job.cancel_event.is_set()
+        self.train_job = None
+        self.panel.set_training(False)
+        self.panel.set_report("Cancelled" if cancelled else message, ok=False)
+        self.panel.show_message("Training cancelled" if cancelled else message, error=not cancelled)
+
+    # -- the main controller's session -----------------------------------------------------------------
+    def session_started(self, spec: SessionSpec) -> None:
+        self._stop_plan()
+        self.session_id = None
+        self.last_pts = None
+        self.panel.set_file_source(is_file_source(spec.source))
+
+    def frame_shown(self, prediction: dict) -> None:
+        pts = prediction.get("pts")
+        self.last_pts = float(pts) if pts is not None else self.last_pts
+
+    def session_ended(self) -> None:
+        """The stream stopped, ended or failed: a clip under way keeps what it has."""
+        if self.plan is not None:
+            self._stop_plan()
+            self.panel.show_message("The stream stopped: recording ended", error=True)
+
+    def shutdown(self, timeout: float) -> bool:
+        self._stop_plan()
+        for job in self.jobs:
+            job.cancel()
+        deadline = time.monotonic() + timeout
+        for job in list(self.jobs):
+            if job.join(max(0.0, deadline - time.monotonic())):
+                self.jobs.remove(job)
+        return not self.jobs
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _editable(self) -> TeachDataset | None:
+        """The data set, unless a recording is under way (labels and clips wait for it)."""
+        if self.plan is not None:
+            self.panel.show_message("Wait until the recording has ended", error=True)
+            return None
+        return self.ensure_dataset()
+
+    def _run(self, job: Job) -> None:
+        self.jobs = [j for j in self.jobs if j.running]
+        self.jobs.append(job)
+        job.start()
+
+
+def _note(clip: ClipInfo) -> str:
+    if clip.cut is not None:
+        return f"cut {clip.cut[0]:.2f}-{clip.cut[1]:.2f} s from {clip.source}"
+    return f"recorded {clip.recorded[:19].replace('T', ' ')} UTC from {clip.source}"
+
+
+def _display_path(path: str | Path) -> str:
+    """``~/dcrn-teach/my-actions`` for a path in the home folder; other paths as they are."""
+    path, home = Path(path), Path.home()
+    try:
+        return str(Path("~") / path.relative_to(home))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,159 @@
+"""The Teach panel's work off the GUI thread: recording taps, finishing and cutting clips, training.
+
+Besides :mod:`.worker`, the only GUI module that touches the engine and the training code. Everything it
+learns reaches the GUI thread through Qt signals (queued across threads):
+
+- :class:`ClipTap` runs on the engine thread: it hands each frame the engine steps to a
+  :class:`~dcrn.engine.recorder.ClipRecorder` (whose own writer thread encodes), until the clip is long
+  enough, then says ``full``.
+- :class:`Job` runs one function on a plain thread (finish a clip, cut a clip from a file, train) with
+  ``progress(stage, done, total)``, ``done(result)`` and ``failed(message)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from PyQt6.QtCore import QObject, pyqtSignal
+
+from dcrn.engine.frames import Frame
+from dcrn.engine.recorder import MIN_KEEP_S, ClipRecorder, record_clips
+from dcrn.engine.redact import redact
+from dcrn.models.errors import DcrnError
+from dcrn.models.teach_data import ClipInfo, TeachDataset
+
+__all__ = ["MIN_KEEP_S", "ClipRecorder", "ClipTap", "Job", "cut_clip", "finish_clip", "train_model"]
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 3  # frames between two progress signals of a tap
+
+
+class ClipTap(QObject):
+    """``tap(frame)`` on the engine thread writes the frame, until ``frames`` were written; then ``full``.
+
+    ``close()`` (GUI thread) returns once no write is under way; no frame is written after it.
+    """
+
+    progress = pyqtSignal(int)  # frames written so far
+    full = pyqtSignal()
+
+    def __init__(self, recorder: ClipRecorder, frames: int, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        if frames < 1:
+            raise ValueError(f"a clip needs at least 1 frame, got {frames}")
+        self.recorder = recorder
+        self.frames = frames
+        self.written = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __call__(self, frame: Frame) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self.recorder.write(frame.image)
+            self.written += 1
+            written, full = self.written, self.written >= self.frames
+            if full:
+                self._closed = True
+        if full:
+            self.full.emit()
+        elif written % PROGRESS_EVERY == 0:
+            self.progress.emit(written)
+
+    def close(self) -> int:
+        """Stop writing; returns the number of frames written."""
+        with self._lock:
+            self._closed = True
+            return self.written
+
+
+class Job(QObject):
+    """``fn(job)`` on its own thread; its return value arrives as ``done``, its error as ``failed``.
+
+    ``fn`` may call ``job.report(stage, done, total)`` and should look at ``job.cancel_event`` now and then.
+    """
+
+    progress = pyqtSignal(str, int, int)
+    done = pyqtSignal(object)
+    failed = pyqtSignal(str)
+
+    def __init__(self, name: str, fn: Callable[[Job], object], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.name = name
+        self.fn = fn
+        self.cancel_event = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"dcrn-gui-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        self.progress.emit(stage, int(done), int(total))
+
+    def _run(self) -> None:
+        try:
+            result = self.fn(self)
+        except DcrnError as exc:
+            log.warning("%s failed: %s", self.name, exc)
+            self.failed.emit(redact(str(exc)))
+        except Exception as exc:  # a bug must not kill the window; report it there and in the log
+            log.exception("%s crashed", self.name)
+            self.failed.emit(redact(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.done.emit(result)
+
+
+def finish_clip(recorder: ClipRecorder, *, keep: bool = True) -> Callable[[Job], ClipInfo | None]:
+    """A job function: close the clip's file and register it in the data set (None: no frames, or not kept)."""
+
+    def run(job: Job) -> ClipInfo | None:
+        if keep:
+            return recorder.finish()
+        recorder.abort()
+        return None
+
+    return run
+
+
+def cut_clip(
+    path: str, dataset: TeachDataset, label: str, in_s: float, out_s: float, *, session: str
+) -> Callable[[Job], ClipInfo | None]:
+    """A job function: the frames of video file ``path`` from ``in_s`` to ``out_s`` as a clip of ``label``."""
+    if out_s <= in_s:
+        raise DcrnError(f"the out point ({out_s:.2f} s) must come after the in point ({in_s:.2f} s)")
+
+    def run(job: Job) -> ClipInfo | None:
+        clips = record_clips(
+            path, dataset, label, cuts=[(in_s, out_s)], session=session, cancel=job.cancel_event, on_status=log.info
+        )
+        return clips[0] if clips else None
+
+    return run
+
+
+def train_model(dataset: Path, out: Path) -> Callable[[Job], object]:
+    """A job function: ``teach()`` on the data set, writing the checkpoint ``out``; returns its report."""
+
+    def run(job: Job) -> object:
+        from dcrn.models.teach import TeachOptions, teach
+
+        return teach(TeachOptions(data=dataset, out=out, progress=job.report, cancel=job.cancel_event))
+
+    return run

@@ -1,0 +1,230 @@
+"""The Teach panel, driven like a user, offscreen, on the real pipeline, recorder and training code.
+
+No camera exists on the machines these tests run on: where a test needs a source that is not the demo
+stream, it writes a short video file and opens that, which the window treats as it treats a camera.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import cv2
+import pytest
+
+pytest.importorskip("PyQt6.QtWidgets")
+
+from PyQt6.QtCore import Qt
+
+from dcrn.app.gui.main import Gui, build
+from dcrn.app.gui.settings import SettingsStore
+from dcrn.models import shipped_models
+from dcrn.models.synth import SyntheticActionStream
+from dcrn.models.teach_data import BACKGROUND_LABEL, TeachDataset
+
+pytestmark = pytest.mark.gui
+
+FIRST_PREDICTION_S = 15.0  # generous for a loaded 2-core machine
+CLIP_S = 0.5  # recorded clip length: tiny clips keep training within seconds
+
+
+@pytest.fixture
+def gui(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("DCRN_GUI_SETTINGS", str(tmp_path / "never-used.ini"))
+    threads_before = set(threading.enumerate())
+    gui = build(tmp_path / "settings.ini")
+    gui.controller.settings.teach_dataset = str(tmp_path / "teach" / "my-actions")
+    qtbot.addWidget(gui.window)
+    gui.window.show()
+    yield gui
+    gui.window.close()
+    deadline = time.monotonic() + 5.0
+    while any(t not in threads_before and t.is_alive() for t in threading.enumerate()):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+
+
+def wait_for_predictions(qtbot, gui: Gui) -> None:
+    qtbot.waitUntil(lambda: gui.controller.first_prediction_s is not None, timeout=int(FIRST_PREDICTION_S * 1000))
+    qtbot.waitUntil(lambda: bool(gui.window.view.overlay.label), timeout=2000)
+
+
+def add_label(qtbot, gui: Gui, name: str) -> None:
+    panel = gui.window.teach
+    panel.label_name.clear()
+    qtbot.keyClicks(panel.label_name, name)
+    qtbot.mouseClick(panel.add_label, Qt.MouseButton.LeftButton)
+
+
+def teach_root(gui: Gui) -> Path:
+    return gui.controller.teach.dataset.root
+
+
+def counts(gui: Gui) -> dict[str, int]:
+    return gui.controller.teach.dataset.counts()
+
+
+def write_video(path: Path, seconds: float, fps: float = 30.0, seed: int = 1) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (160, 120))
+    stream = SyntheticActionStream(seed=seed, size=(120, 160))
+    for _ in range(round(seconds * fps)):
+        writer.write(cv2.cvtColor(stream.read()[0], cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def record(qtbot, gui: Gui, label: str, clips: int, *, key: bool = False) -> None:
+    """Record ``clips`` clips of ``label`` with the Record button (or the R key) and wait until saved."""
+    panel = gui.window.teach
+    panel.select_label(label)
+    panel.seconds.setValue(CLIP_S)
+    panel.countdown.setValue(0)
+    panel.count.setValue(clips)
+    before = counts(gui).get(label, 0)
+    listed = len(panel.clip_paths())
+    if key:
+        gui.window.activateWindow()
+        qtbot.waitUntil(lambda: gui.app.activeWindow() is gui.window, timeout=2000)
+        qtbot.keyClick(gui.window.view, Qt.Key.Key_R)
+    else:
+        qtbot.mouseClick(panel.record, Qt.MouseButton.LeftButton)
+    assert gui.controller.teach.recording
+    qtbot.waitUntil(lambda: gui.window.view.recording is not None, timeout=2000)
+    qtbot.waitUntil(lambda: counts(gui)[label] == before + clips, timeout=20_000)
+    qtbot.waitUntil(lambda: len(panel.clip_paths()) == listed + clips, timeout=5000)
+    qtbot.waitUntil(lambda: not gui.controller.teach.recording and gui.window.view.recording is None, timeout=5000)
+
+
+def test_a_new_data_set_suggests_the_background_label_and_labels_can_be_added_renamed_deleted(qtbot, gui, tmp_path):
+    gui.window.show_teach()
+    panel = gui.window.teach
+    assert panel.label_names() == [BACKGROUND_LABEL], "'nothing' is suggested from the start"
+    add_label(qtbot, gui, "wave")
+    add_label(qtbot, gui, "clap")
+    assert panel.label_names() == [BACKGROUND_LABEL, "wave", "clap"]
+    assert panel.current_label() == "clap", "a new label is selected, ready to record"
+    panel.label_renamed.emit("clap", "thumbs up")  # what the Rename… dialog sends
+    panel.label_deleted.emit("wave")  # what the Delete button sends once confirmed
+    assert panel.label_names() == [BACKGROUND_LABEL, "thumbs up"]
+    stored = json.loads((tmp_path / "teach" / "my-actions" / "dataset.json").read_text())
+    assert stored["labels"] == [BACKGROUND_LABEL, "thumbs up"]
+
+    other = tmp_path / "elsewhere" / "gestures"
+    panel.dataset_chosen.emit(str(other))  # what New… sends
+    assert panel.dataset_path.text() == str(other) and teach_root(gui) == other
+    assert SettingsStore(tmp_path / "settings.ini").load().teach_dataset == str(other), "remembered"
+
+
+def test_an_empty_label_is_rejected_with_a_message(qtbot, gui):
+    gui.window.show_teach()
+    panel = gui.window.teach
+    add_label(qtbot, gui, "   ")
+    assert panel.label_names() == [BACKGROUND_LABEL]
+    assert "empty" in panel.message.text()
+    add_label(qtbot, gui, "train")
+    assert "reserved" in panel.message.text()
+    assert panel.label_names() == [BACKGROUND_LABEL]
+
+
+def test_record_needs_a_running_stream_and_says_so(qtbot, gui):
+    gui.window.show_teach()
+    qtbot.mouseClick(gui.window.teach.record, Qt.MouseButton.LeftButton)
+    assert not gui.controller.teach.recording
+    assert "Start a stream" in gui.window.teach.message.text()
+
+
+def test_record_two_clips_per_label_train_and_the_stream_switches_to_the_taught_model(qtbot, gui, model, tmp_path):
+    pytest.importorskip("dcrn.models.teach")
+    gui.controller.start(source="synthetic:", model=model)
+    wait_for_predictions(qtbot, gui)
+    worker = gui.controller.worker
+    gui.window.show_teach()
+    add_label(qtbot, gui, "wave")
+    record(qtbot, gui, BACKGROUND_LABEL, 2)
+    record(qtbot, gui, "wave", 2, key=True)
+    dataset = TeachDataset.open(tmp_path / "teach" / "my-actions")
+    assert dataset.counts() == {BACKGROUND_LABEL: 2, "wave": 2}
+    assert all(abs(c.frames - CLIP_S * 30) <= 1 and c.source.startswith("synthetic:") for c in dataset.clips)
+    assert len({c.session for c in dataset.clips}) == 1, "one sitting, one recording session"
+    assert len(gui.window.teach.clip_paths()) == 4
+    assert [r.event for r in gui.window.events.rows].count("clip_recorded") == 4
+
+    started = time.monotonic()
+    qtbot.mouseClick(gui.window.teach.train, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: gui.controller.teach.train_job is None, timeout=120_000)
+    report = gui.controller.teach.last_report
+    assert report is not None, gui.window.teach.message.text()
+    assert time.monotonic() - started < 60
+    out = tmp_path / "teach" / "my-actions.pt"
+    assert report.out == out and out.is_file()
+    assert "accuracy" in gui.window.teach.report.text()
+
+    qtbot.waitUntil(lambda: "model_changed" in [r.event for r in gui.window.events.rows], timeout=10_000)
+    qtbot.waitUntil(lambda: gui.window.view.overlay.label in (BACKGROUND_LABEL, "wave"), timeout=10_000)
+    assert {label for label, _ in gui.window.bars.rows} <= {BACKGROUND_LABEL, "wave"}
+    assert gui.controller.worker is worker, "the stream went on: no restart"
+    assert [r.event for r in gui.window.events.rows].count("session_started") == 1
+    assert gui.window.panel.current_model() == str(out), "the taught model is chosen in the model list"
+    assert gui.window.panel.models.findData(str(out)) >= 0
+    assert "my-actions.pt" in gui.window.windowTitle()
+    stored = SettingsStore(tmp_path / "settings.ini").load()
+    assert stored.model == str(out) and str(out) in stored.recent_models
+
+
+def test_the_demo_model_notice_shows_on_a_source_other_than_the_demo_stream(qtbot, gui, tmp_path):
+    if "default" not in shipped_models():
+        pytest.skip("the shipped default model is not installed")
+    # No camera here: a video file stands in for one (the notice is about any source but the demo stream).
+    video = write_video(tmp_path / "door.avi", 3.0)
+    gui.controller.start(source=str(video), model="default")
+    qtbot.waitUntil(gui.window.notice.isVisible, timeout=5000)
+    assert "synthetic" in gui.window.notice.label.text()
+    qtbot.mouseClick(gui.window.notice.teach, Qt.MouseButton.LeftButton)
+    assert gui.window.tabs.currentWidget() is gui.window.teach_tab, "Teach… opens the Teach panel"
+    gui.controller.start(source="synthetic:", model="default")
+    wait_for_predictions(qtbot, gui)
+    assert not gui.window.notice.isVisible(), "no notice on the demo stream the model was made for"
+
+
+def test_a_labelled_clip_is_cut_from_a_file_between_in_and_out_marks(qtbot, gui, model, tmp_path):
+    video = write_video(tmp_path / "footage.avi", 4.0)
+    gui.controller.start(source=str(video), model=model)
+    wait_for_predictions(qtbot, gui)
+    gui.window.show_teach()
+    panel = gui.window.teach
+    assert not panel.cut_box.isHidden(), "the in / out marks show while a file plays"
+    add_label(qtbot, gui, "wave")
+    gui.window.activateWindow()
+    qtbot.waitUntil(lambda: gui.app.activeWindow() is gui.window, timeout=2000)
+    qtbot.waitUntil(lambda: (gui.controller.teach.last_pts or 0.0) > 0.3, timeout=5000)
+    qtbot.keyClick(gui.window.view, Qt.Key.Key_I)
+    mark_in = panel.marks()[0]
+    qtbot.waitUntil(lambda: gui.controller.teach.last_pts > mark_in + 1.2, timeout=5000)
+    qtbot.keyClick(gui.window.view, Qt.Key.Key_O)
+    mark_in, mark_out = panel.marks()
+    assert 0.3 <= mark_in < mark_out
+    qtbot.mouseClick(panel.cut, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(panel.clip_paths()) == 1, timeout=10_000)
+    clip = gui.controller.teach.dataset.clips_of("wave")[0]
+    assert clip.cut == pytest.approx((mark_in, mark_out), abs=1e-3)
+    assert abs(clip.frames - (mark_out - mark_in) * 30) <= 2
+
+    panel.clips.setCurrentItem(panel.clips.topLevelItem(0))
+    panel.clip_delete_requested.emit(panel.current_clip())  # what Delete sends once confirmed
+    assert counts(gui)["wave"] == 0 and panel.clip_paths() == [], panel.message.text()
+    assert not (gui.controller.teach.dataset.root / clip.path).exists()
+
+
+def test_marks_need_a_file_source(qtbot, gui, model):
+    gui.controller.start(source="synthetic:", model=model)
+    wait_for_predictions(qtbot, gui)
+    gui.window.show_teach()
+    assert gui.window.teach.cut_box.isHidden()
+    gui.window.actions["mark_in"].trigger()
+    assert "video file" in gui.window.teach.message.text()
