@@ -23,6 +23,7 @@ TITLES = {
     "error": "Error",
     "model_changed": "Model changed",
     "clip_recorded": "Clip recorded",
+    "backend": "Backend",
 }
 
 

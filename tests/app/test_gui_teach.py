@@ -23,6 +23,7 @@ from PyQt6.QtCore import Qt
 
 from dcrn.app.gui.main import Gui, build
 from dcrn.app.gui.settings import SettingsStore
+from dcrn.engine.recorder import ClipRecorder
 from dcrn.models import shipped_models
 from dcrn.models.synth import SyntheticActionStream
 from dcrn.models.teach_data import BACKGROUND_LABEL, TeachDataset
@@ -228,3 +229,43 @@ def test_marks_need_a_file_source(qtbot, gui, model):
     assert gui.window.teach.cut_box.isHidden()
     gui.window.actions["mark_in"].trigger()
     assert "video file" in gui.window.teach.message.text()
+
+
+def write_dataset(root: Path, clips: dict[str, int]) -> TeachDataset:
+    """A data set with ``clips[label]`` short clips of the demo stream per label, written straight to disk."""
+    dataset = TeachDataset.open_or_create(root)
+    stream = SyntheticActionStream(seed=2, size=(96, 128))
+    for label, count in clips.items():
+        if label not in dataset.labels:
+            dataset.add_label(label)
+        for _ in range(count):
+            recorder = ClipRecorder(dataset, label, fps=30.0, source="synthetic:", session="test")
+            for _ in range(15):
+                recorder.write(stream.read()[0], wait=True)
+            recorder.finish()
+    return dataset
+
+
+def test_training_refuses_a_label_with_one_clip_and_can_be_cancelled(qtbot, gui, model, tmp_path):
+    pytest.importorskip("dcrn.models.teach")
+    root = tmp_path / "teach" / "my-actions"
+    write_dataset(root, {BACKGROUND_LABEL: 2, "wave": 1})
+    gui.controller.start(source="synthetic:", model=model)
+    wait_for_predictions(qtbot, gui)
+    gui.window.show_teach()
+    panel = gui.window.teach
+    qtbot.mouseClick(panel.train, Qt.MouseButton.LeftButton)
+    assert gui.controller.teach.train_job is None
+    assert "at least 2 clips" in panel.message.text() and "wave" in panel.message.text()
+
+    write_dataset(root, {"wave": 1})
+    gui.controller.teach.open_dataset(str(root))  # the clips written meanwhile show up
+    assert counts(gui) == {BACKGROUND_LABEL: 2, "wave": 2}
+    qtbot.mouseClick(panel.train, Qt.MouseButton.LeftButton)
+    assert panel.cancel.isVisible()
+    qtbot.mouseClick(panel.cancel, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: gui.controller.teach.train_job is None, timeout=60_000)
+    assert panel.message.text() == "Training cancelled"
+    assert not (tmp_path / "teach" / "my-actions.pt").exists()
+    assert gui.controller.settings.model == model, "the stream keeps its model"
+    assert panel.train.isEnabled() and not panel.cancel.isVisible()
