@@ -113,6 +113,10 @@ def test_a_new_data_set_suggests_the_background_label_and_labels_can_be_added_re
     panel.label_renamed.emit("clap", "thumbs up")  # what the Rename… dialog sends
     panel.label_deleted.emit("wave")  # what the Delete button sends once confirmed
     assert panel.label_names() == [BACKGROUND_LABEL, "thumbs up"]
+    gui.window.activateWindow()
+    add_label(qtbot, gui, "door opening")  # R, I and O are shortcuts, yet type into a text field
+    assert panel.label_names()[-1] == "door opening" and not gui.controller.teach.recording
+    panel.label_deleted.emit("door opening")
     stored = json.loads((tmp_path / "teach" / "my-actions" / "dataset.json").read_text())
     assert stored["labels"] == [BACKGROUND_LABEL, "thumbs up"]
 
@@ -269,3 +273,22 @@ def test_training_refuses_a_label_with_one_clip_and_can_be_cancelled(qtbot, gui,
     assert not (tmp_path / "teach" / "my-actions.pt").exists()
     assert gui.controller.settings.model == model, "the stream keeps its model"
     assert panel.train.isEnabled() and not panel.cancel.isVisible()
+
+
+def test_a_file_that_ends_while_recording_keeps_the_clip_recorded_so_far(qtbot, gui, model, tmp_path):
+    video = write_video(tmp_path / "short.avi", 3.0)
+    gui.controller.start(source=str(video), model=model)
+    wait_for_predictions(qtbot, gui)
+    gui.window.show_teach()
+    panel = gui.window.teach
+    panel.seconds.setValue(10.0)  # longer than what is left of the file
+    panel.countdown.setValue(0)
+    qtbot.mouseClick(panel.record, Qt.MouseButton.LeftButton)
+    assert gui.controller.teach.recording
+    qtbot.waitUntil(lambda: gui.controller.status == "ended", timeout=10_000)
+    qtbot.waitUntil(lambda: not gui.controller.teach.recording, timeout=2000)
+    qtbot.waitUntil(lambda: len(panel.clip_paths()) == 1, timeout=5000)
+    clip = gui.controller.teach.dataset.clips_of(BACKGROUND_LABEL)[0]
+    assert 30 <= clip.frames < 90, "the second or more recorded before the end is kept"
+    assert gui.window.view.recording is None
+    assert not list(gui.controller.teach.dataset.root.rglob("*.partial.mp4"))
