@@ -35,7 +35,7 @@ from dcrn.engine.redact import redact
 from dcrn.engine.ring import FrameRing, RingFrame
 from dcrn.engine.sinks import Sink
 from dcrn.engine.slots import StateSlots
-from dcrn.engine.sources import Source, SourceOptions, open_source
+from dcrn.engine.sources import Source, SourceOptions, open_sources
 from dcrn.engine.stats import StreamStats, log_line
 from dcrn.models.checkpoint import load_checkpoint
 from dcrn.models.dcrn import DCRN
@@ -275,9 +275,7 @@ class Pipeline:
         config = self.config
         options = SourceOptions(timeout_s=config.timeout_s, stall_s=config.stall_s, pace=config.pace, loop=config.loop)
         ring_device = device if device.type == "cuda" else "cpu"
-        for index, uri in enumerate(config.sources):
-            name = config.names[index] if config.names else None
-            source = open_source(uri, name=name, options=options)
+        for source in open_sources(config.sources, names=config.names, options=options):  # all at once
             taken = {s.name for s in self.streams}
             if source.name in taken:  # two sources with the same default name: number them
                 source.name = next(f"{source.name}-{k}" for k in range(2, 10_000) if f"{source.name}-{k}" not in taken)

@@ -28,6 +28,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -405,3 +407,35 @@ def open_source(uri: str | int, *, name: str | None = None, options: SourceOptio
             f"(use a camera index, a file path, {supported} or synthetic:)"
         )
     return FileSource(text, name=name, options=options)
+
+
+def open_sources(
+    uris: Sequence[str | int], *, names: Sequence[str | None] | None = None, options: SourceOptions | None = None
+) -> list[Source]:
+    """Open several sources at once, each on its own thread; returns them in the order of ``uris``.
+
+    N cameras cost one open time, not N: one that does not answer delays start-up by one open timeout,
+    and a live stream opened first does not pile up seconds of frames in its socket while the others
+    open. When any fails, the others are closed and the first failure (in order) is raised.
+    """
+    names = list(names) if names is not None else [None] * len(uris)
+    if len(names) != len(uris):
+        raise ValueError(f"names must give one name per source, got {len(names)} for {len(uris)}")
+    if len(uris) == 1:
+        return [open_source(uris[0], name=names[0], options=options)]
+    with ThreadPoolExecutor(max_workers=min(len(uris), 16), thread_name_prefix="open-source") as pool:
+        futures = [
+            pool.submit(open_source, uri, name=name, options=options) for uri, name in zip(uris, names, strict=True)
+        ]
+    opened: list[Source] = []
+    failure: BaseException | None = None
+    for future in futures:
+        try:
+            opened.append(future.result())
+        except BaseException as exc:
+            failure = failure or exc
+    if failure is not None:
+        for source in opened:
+            source.close()
+        raise failure
+    return opened

@@ -299,3 +299,23 @@ def test_a_stream_whose_timestamps_jump_back_and_ahead_keeps_its_pts_growing():
     assert np.all(steps > 0), f"pts went back: {steps.min():.3f} s"
     assert steps.max() < 1.0, f"pts leapt ahead by {steps.max():.1f} s"
     assert source.timestamp_jumps == 2
+
+
+def test_sources_open_together_so_cameras_that_do_not_answer_cost_one_open_timeout(rtsp_server):
+    from dcrn.engine.sources import open_sources
+
+    with JunkServer(silent=True) as junk:
+        silent = f"rtsp://127.0.0.1:{junk.port}/cam"
+        uris = [rtsp_server.url, silent, silent, silent, "synthetic:?seed=1"]
+        started = time.monotonic()
+        with pytest.raises(SourceUnreachable) as info:
+            open_sources(uris, options=options("pyav", timeout_s=2.0))
+        elapsed = time.monotonic() - started
+    assert elapsed < 2.0 + STALL_S + 0.5, f"{elapsed:.1f} s: the opens did not run at the same time"
+    assert str(junk.port) in str(info.value)
+    sources = open_sources([rtsp_server.url, "synthetic:?seed=1"], names=["door", None], options=options("pyav"))
+    try:
+        assert [s.name for s in sources] == ["door", "synthetic"]
+    finally:
+        for source in sources:
+            source.close()
