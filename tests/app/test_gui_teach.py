@@ -221,6 +221,9 @@ def test_a_labelled_clip_is_cut_from_a_file_between_in_and_out_marks(qtbot, gui,
     assert abs(clip.frames - (mark_out - mark_in) * 30) <= 2
 
     panel.clips.setCurrentItem(panel.clips.topLevelItem(0))
+    qtbot.mouseClick(panel.play_clip, Qt.MouseButton.LeftButton)
+    assert gui.controller.worker.spec.source == str(teach_root(gui) / clip.path), "Play opens the clip as the source"
+    wait_for_predictions(qtbot, gui)
     panel.clip_delete_requested.emit(panel.current_clip())  # what Delete sends once confirmed
     assert counts(gui)["wave"] == 0 and panel.clip_paths() == [], panel.message.text()
     assert not (gui.controller.teach.dataset.root / clip.path).exists()
