@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 2  # frames posted to the GUI and not yet painted
 STATS_INTERVAL_S = 1.0  # the window shows fresh fps / latency figures every second
 TOP_K = 5  # probability bars
+SWAP_WAIT_S = 30.0  # swap_model on a stream still starting waits this long for it to run
 
 __all__ = ["EngineWorker", "SessionSpec", "Shown", "redact"]
 
@@ -158,10 +160,16 @@ class EngineWorker(QObject):
             self.finished.emit()
 
     def _swap(self, model: str) -> None:
-        with self._lock:
-            pipeline = self._pipeline
+        deadline = time.monotonic() + SWAP_WAIT_S
+        while True:  # a stream still starting (opening its source or backend) takes the model once it runs
+            with self._lock:
+                pipeline = self._pipeline
+            running = pipeline is not None and pipeline.backend is not None
+            if running or self._stop.is_set() or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         try:
-            if pipeline is None or self._stop.is_set():
+            if not running or self._stop.is_set():
                 raise DcrnError("the stream is not running")
             pipeline.swap_model(model)
         except (DcrnError, RuntimeError, OSError) as exc:

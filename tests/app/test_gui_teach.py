@@ -24,7 +24,7 @@ from PyQt6.QtCore import Qt
 from dcrn.app.gui.main import Gui, build
 from dcrn.app.gui.settings import SettingsStore
 from dcrn.engine.recorder import ClipRecorder
-from dcrn.models import shipped_models
+from dcrn.models import DCRN, DCRNConfig, save_checkpoint, shipped_models
 from dcrn.models.synth import SyntheticActionStream
 from dcrn.models.teach_data import BACKGROUND_LABEL, TeachDataset
 
@@ -295,3 +295,16 @@ def test_a_file_that_ends_while_recording_keeps_the_clip_recorded_so_far(qtbot, 
     assert 30 <= clip.frames < 90, "the second or more recorded before the end is kept"
     assert gui.window.view.recording is None
     assert not list(gui.controller.teach.dataset.root.rglob("*.partial.mp4"))
+
+
+def test_a_model_handed_over_while_the_stream_starts_takes_over_once_it_runs(qtbot, gui, model, tmp_path):
+    other = tmp_path / "other.pt"
+    config = DCRNConfig(num_classes=2, labels=("knock", "door"), encoder_widths=(8,), hidden_size=8, input_size=32)
+    save_checkpoint(other, DCRN(config))
+    gui.controller.start(source="synthetic:", model=model)
+    worker = gui.controller.worker
+    gui.controller.use_model(str(other))  # what a finished training does; the engine may not run yet
+    qtbot.waitUntil(lambda: "model_changed" in [r.event for r in gui.window.events.rows], timeout=20_000)
+    qtbot.waitUntil(lambda: gui.window.view.overlay.label in ("knock", "door"), timeout=5000)
+    assert gui.controller.worker is worker
+    assert not gui.window.banner.isVisible()
