@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the order-agnostic baseline")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (without a terminal: no log line every 30 s)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -39,11 +42,14 @@ def main(args: argparse.Namespace) -> int:
             baseline_train=args.baseline_train,
             device=args.device,
             threads=args.threads,
+            progress=not args.no_progress,
         )
     )
     summary = {k: result.get(k) for k in ("top1", "top5", "num_clips", "per_frame_accuracy", "mean_delay_s")}
     if "baseline" in result:
         summary["baseline_top1"] = result["baseline"]["top1"]
+    if result.get("wrong") is not None:
+        summary["wrong_clips"] = len(result["wrong"])  # listed in --json and --report
     print(json.dumps({k: v for k, v in summary.items() if v is not None}))
     if args.json_path:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)

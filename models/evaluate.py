@@ -2,7 +2,8 @@
 
 * **Clips** (one action each): the model runs over the whole clip from a fresh state; the clip's
   prediction is the one at its last frame. Top-1 / top-5, per-class precision / recall, the confusion
-  matrix, and accuracy as a function of frames observed (the prediction after t frames, for each t).
+  matrix, accuracy as a function of frames observed (the prediction after t frames, for each t), and
+  the clips it got wrong (``wrong``: clip, true label, prediction and its probability).
 * **Streams** (per-frame labels): the model runs over the whole stream with its state carried along,
   exactly as live streaming does. Per-frame accuracy over labelled frames, and the detection delay
   after each change of action: the time from the change until the prediction first shows the new
@@ -26,6 +27,7 @@ from .checkpoint import load_checkpoint
 from .data import DataIndex, Sample, scan
 from .dcrn import DCRN
 from .errors import DataError
+from .progress import Progress
 from .video_io import read_frame_labels, read_video
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class EvalOptions:
     batch_size: int = 16
     device: str = "cpu"
     threads: int = 0
+    progress: bool = True  # a progress bar on a terminal (a log line every 30 s otherwise)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class ClipOutputs:
     labels: np.ndarray  # (N,) true class per clip
     logits: list[np.ndarray]  # per clip (T_i, C)
     mean_features: np.ndarray  # (N, F) mean per-frame encoder features
+    names: list[str] | None = None  # per clip, its path relative to the data folder
 
 
 def evaluate(options: EvalOptions) -> dict:
@@ -61,7 +65,7 @@ def evaluate(options: EvalOptions) -> dict:
     result: dict = {"model": meta["path"], "data": str(index.root), "classes": list(classes)}
     result.update(_empty_clip_metrics(classes))
     if index.clips:
-        outputs = run_clips(model, index.clips, options)
+        outputs = run_clips(model, index.clips, options, root=index.root)
         result.update(clip_metrics(outputs, classes))
         if options.baseline:
             result["baseline"] = baseline_score(model, outputs, options, classes)
@@ -93,17 +97,35 @@ def _encode(model: DCRN, frames: np.ndarray, batch: int = 128) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_clips(model: DCRN, clips: tuple[Sample, ...], options: EvalOptions) -> ClipOutputs:
+def run_clips(
+    model: DCRN, clips: tuple[Sample, ...], options: EvalOptions, root: Path | None = None, title: str = "eval"
+) -> ClipOutputs:
     """Every clip from a fresh state: per-frame logits and the mean encoder feature."""
     logits, features = [], []
     size = model.config.input_size
-    for sample in clips:
-        frames, _ = read_video(sample.path, size, options.max_frames or None)  # (T, S, S, 3)
-        feats = _encode(model, frames)  # (T, F)
-        out, _ = model.forward_features(feats[None])  # (1, T, C)
-        logits.append(out[0].float().cpu().numpy())
-        features.append(feats.float().mean(0).flatten().cpu().numpy())  # (F,) or (C*h*w,)
-    return ClipOutputs(np.array([s.label for s in clips]), logits, np.stack(features))
+    log.info("%s: %d clips, each from a fresh state", title, len(clips))
+    bar = Progress(len(clips), title, enabled=options.progress)
+    right = 0
+    try:
+        for sample in clips:
+            frames, _ = read_video(sample.path, size, options.max_frames or None)  # (T, S, S, 3)
+            feats = _encode(model, frames)  # (T, F)
+            out, _ = model.forward_features(feats[None])  # (1, T, C)
+            logits.append(out[0].float().cpu().numpy())
+            features.append(feats.float().mean(0).flatten().cpu().numpy())  # (F,) or (C*h*w,)
+            right += int(logits[-1][-1].argmax() == sample.label)
+            bar.update(acc=right / len(logits))
+    finally:
+        bar.close()
+    names = [_relative(s.path, root) for s in clips]
+    return ClipOutputs(np.array([s.label for s in clips]), logits, np.stack(features), names)
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    try:
+        return str(path.relative_to(root)) if root is not None else str(path)
+    except ValueError:
+        return str(path)
 
 
 def clip_metrics(outputs: ClipOutputs, classes) -> dict:
@@ -129,6 +151,19 @@ def clip_metrics(outputs: ClipOutputs, classes) -> dict:
     for t in range(longest):
         hits = [lg[t].argmax() == y for lg, y in zip(outputs.logits, labels, strict=True) if len(lg) > t]
         by_frames.append(round(float(np.mean(hits)), 4))
+    wrong = []
+    for i in np.flatnonzero(pred != labels):
+        probs = np.exp(final[i] - final[i].max())
+        probs /= probs.sum()
+        wrong.append(
+            {
+                "clip": outputs.names[i] if outputs.names else str(i),
+                "label": classes[labels[i]],
+                "predicted": classes[pred[i]],
+                "score": round(float(probs[pred[i]]), 4),  # the predicted class's probability at the last frame
+                "label_score": round(float(probs[labels[i]]), 4),
+            }
+        )
     return {
         "top1": round(float(np.mean(pred == labels)), 4),
         "top5": round(float(np.mean([y in r[:k] for y, r in zip(labels, ranked, strict=True)])), 4),
@@ -136,6 +171,7 @@ def clip_metrics(outputs: ClipOutputs, classes) -> dict:
         "per_class": per_class,
         "confusion": confusion.tolist(),
         "accuracy_by_frames": by_frames,
+        "wrong": sorted(wrong, key=lambda w: -w["score"]),  # the most confident mistakes first
     }
 
 
@@ -150,7 +186,7 @@ def baseline_score(model: DCRN, outputs: ClipOutputs, options: EvalOptions, clas
         train_index = scan(Path(options.baseline_train), classes)
         if not train_index.clips:
             raise DataError(f"{options.baseline_train}: no clips to fit the baseline on")
-        train_out = run_clips(model, train_index.clips, options)
+        train_out = run_clips(model, train_index.clips, options, title="baseline training clips")
         weights = _fit_softmax(train_out.mean_features, train_out.labels, len(classes))
         pred = _predict(weights, x)
         method = f"mean features + linear classifier fitted on {len(train_out.labels)} clips"
@@ -221,8 +257,11 @@ def stream_metrics(model: DCRN, index: DataIndex, options: EvalOptions) -> dict:
     correct = counted = 0
     delays_s: list[float] = []
     per_stream = []
+    log.info("eval: %d streams, each with its state carried along", len(index.streams))
+    bar = Progress(len(index.streams), "eval streams", enabled=options.progress)
     for sample in index.streams:
         pred, true, fps = run_stream(model, sample, index.classes)
+        bar.update()
         mask = true >= 0
         hits = int((pred == true)[mask].sum())
         correct += hits
@@ -238,6 +277,7 @@ def stream_metrics(model: DCRN, index: DataIndex, options: EvalOptions) -> dict:
                 "mean_delay_s": round(float(np.mean(delays)), 3) if delays else None,
             }
         )
+    bar.close()
     return {
         "per_frame_accuracy": round(correct / max(counted, 1), 4),
         "mean_delay_s": round(float(np.mean(delays_s)), 3) if delays_s else None,

@@ -74,6 +74,16 @@ def write_report(result: dict, out: Path) -> Path:
         for name, row in result["per_class"].items():
             lines.append(f"| {name} | {row['precision']} | {row['recall']} | {row['support']} |")
         lines.append("")
+    if result.get("wrong") is not None and result.get("num_clips"):
+        wrong = result["wrong"]
+        lines += [f"## Clips it got wrong ({len(wrong)} of {result['num_clips']})", ""]
+        if wrong:
+            lines += ["| clip | true | predicted | p(predicted) | p(true) |", "|---|---|---|---|---|"]
+            for w in wrong:
+                lines.append(f"| `{w['clip']}` | {w['label']} | {w['predicted']} | {w['score']} | {w['label_score']} |")
+        else:
+            lines.append("None.")
+        lines.append("")
     if result.get("accuracy_by_frames"):
         curve = result["accuracy_by_frames"]
         fig, ax = plt.subplots(figsize=(6, 3.5))

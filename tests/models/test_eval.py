@@ -85,3 +85,36 @@ def test_cli_eval_with_a_missing_model_fails_with_one_line(synth_dir, tmp_path, 
     code = cli_main(["eval", "--data", str(synth_dir), "--model", str(tmp_path / "nope.pt")])
     assert code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_clip_metrics_list_the_clips_it_got_wrong_most_confident_first():
+    logits = [np.array([[0.0, 3.0]]), np.array([[2.0, 0.0]]), np.array([[0.0, 1.0]])]  # (T=1, C=2) each
+    names = ["a/one.mp4", "a/two.mp4", "b/three.mp4"]
+    outputs = ClipOutputs(np.array([0, 0, 0]), logits, np.zeros((3, 4)), names)
+    wrong = clip_metrics(outputs, ("a", "b"))["wrong"]
+    assert [w["clip"] for w in wrong] == ["a/one.mp4", "b/three.mp4"]  # p(b) 0.95, then 0.73
+    assert wrong[0] == {"clip": "a/one.mp4", "label": "a", "predicted": "b", "score": 0.9526, "label_score": 0.0474}
+
+
+def test_eval_report_lists_every_wrong_clip_by_its_path(synth_dir, model_path, tmp_path):
+    result = evaluate(EvalOptions(data=synth_dir, model=str(model_path), baseline=False))
+    wrong = result["wrong"]
+    assert len(wrong) == round((1 - result["top1"]) * result["num_clips"]) > 0  # an untrained model errs
+    text = write_report(result, tmp_path / "report").read_text()
+    assert f"Clips it got wrong ({len(wrong)} of 20)" in text
+    for w in wrong:
+        assert (synth_dir / w["clip"]).is_file() and f"`{w['clip']}`" in text
+
+
+def test_eval_draws_a_progress_bar_on_a_terminal(synth_dir, model_path, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    evaluate(EvalOptions(data=synth_dir, model=str(model_path), baseline=False))
+    shown = terminal.getvalue()
+    assert "\reval [" in shown and "20/20" in shown and "\reval streams [" in shown
