@@ -11,6 +11,10 @@ came for the source's stall time (a frozen camera keeps its connection open). Re
 as the capture runs, one at a time, each bounded by the source's open timeout. A file that ends emits
 ``stream_ended`` and closes the ring.
 
+With ``resize_to`` the thread also resizes each frame to the model's input size (``Frame.small``, the
+area resize that training used): that work then runs beside the model, on as many threads as there are
+streams, instead of on the model's thread (OpenCV releases the GIL while it resizes).
+
 A frame whose resolution or frame rate differs from the previous one (a camera that came back with
 other settings) is a discontinuity, and ``stream_changed`` says what changed, after ``stream_restored``.
 When the thread exits, for whatever reason, it closes the source and the ring, so a consumer waiting
@@ -27,6 +31,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+
+import cv2
 
 from dcrn.engine.errors import SourceError
 from dcrn.engine.frames import STREAM_CHANGED, STREAM_ENDED, STREAM_LOST, STREAM_RESTORED, Frame, StreamEvent
@@ -47,6 +53,7 @@ class Capture:
         *,
         on_event: Callable[[StreamEvent], None],
         backoff_s: tuple[float, float] = (0.5, 8.0),
+        resize_to: int | None = None,
     ) -> None:
         first, cap = backoff_s
         if not 0 < first <= cap:
@@ -55,6 +62,7 @@ class Capture:
         self.ring = ring
         self.on_event = on_event
         self.backoff_s = (float(first), float(cap))
+        self.resize_to = resize_to  # also put the frame resized to resize_to x resize_to (Frame.small)
         self.ended = False  # a non-looping file reached its end (stream_ended was emitted)
         self.frames = 0  # frames put into the ring
         self.reconnects = 0  # successful reopens after a loss
@@ -149,6 +157,7 @@ class Capture:
                         captured=time.monotonic(),
                         discontinuity=discontinuity,
                         label=label,
+                        small=self._small(image),
                     )
                 )
                 if lost:
@@ -166,6 +175,12 @@ class Capture:
         finally:
             source.close()
             self.ring.close()
+
+    def _small(self, image):
+        size = self.resize_to
+        if size is None or image.shape[:2] == (size, size):
+            return None
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)  # as models.video_io.resize_frames
 
     def _reopen_with_backoff(self) -> bool:
         """Reopen until it works (True) or stop() is called (False); waits double up to the cap."""

@@ -20,6 +20,7 @@ class Frame:
     captured: float = field(default_factory=time.monotonic)  # monotonic time of capture (latency accounting)
     discontinuity: bool = False  # first frame after open, reconnect, loop or seek: reset this stream's state
     label: int | None = None  # ground-truth class index, when the source knows it (synthetic streams)
+    small: np.ndarray | None = None  # (S, S, 3) uint8: the image resized for the model on the capture thread
 
 
 # Event names of the record schema (DESIGN.md) that the engine emits about streams.

@@ -291,7 +291,10 @@ class Pipeline:
                 stats=StreamStats(source.name),
             )
             self.streams.append(stream)  # before Capture: _shutdown closes the source if anything fails
-            stream.capture = Capture(source, ring, on_event=self._on_event, backoff_s=config.backoff_s)
+            resize_to = self.model.config.input_size if ring.device.type == "cpu" else None  # off this thread
+            stream.capture = Capture(
+                source, ring, on_event=self._on_event, backoff_s=config.backoff_s, resize_to=resize_to
+            )
 
     def _loop(self) -> None:
         config = self.config
@@ -348,7 +351,7 @@ class Pipeline:
                 else:
                     records.append([])
             t0 = time.monotonic()
-            frames = self.preprocess([item.tensor for _, item in batch])  # (B, 3, S, S) on the device
+            frames = self.preprocess([self._model_input(item) for _, item in batch])  # (B, 3, S, S) on the device
             t1 = time.monotonic()
             logits = self.slots.step([s.name for s, _ in batch], frames)  # (B, C)
             logits = logits.float().cpu()  # (B, C); also the point where a GPU step has finished
@@ -380,6 +383,13 @@ class Pipeline:
             for _, item in everything:
                 item.release()
             self._flush()
+
+    def _model_input(self, item: RingFrame) -> torch.Tensor:
+        """The frame resized on its capture thread when that matches the model, else the ring's tensor."""
+        small = item.frame.small
+        if small is not None and small.shape[0] == self.preprocess.input_size:
+            return torch.from_numpy(small)
+        return item.tensor
 
     def _finish(self, stream: _Stream) -> None:
         """No more frames from this stream: end its running action, write its stream_ended."""

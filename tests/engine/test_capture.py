@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from dcrn.engine.capture import Capture
 from dcrn.engine.errors import SourceError, SourceUnreachable
@@ -289,3 +290,23 @@ def test_threads_do_not_leak():
         with Capture(source, FrameRing(capacity=2), on_event=Events()):
             time.sleep(0.02)
     assert threading.active_count() == before
+
+
+def test_capture_resizes_for_the_model_as_training_did_and_keeps_the_full_image():
+    from dcrn.engine.preprocess import Preprocessor
+    from dcrn.models.video_io import resize_frames
+
+    source = open_source("synthetic:?fps=200&width=160&height=120", options=SourceOptions(pace=False))
+    ring, events = FrameRing(capacity=64, overwrite=False), Events()
+    with Capture(source, ring, on_event=events, resize_to=32):
+        items = [ring.get(timeout=5) for _ in range(3)]
+    frames = [item.frame for item in items]
+    assert all(f.image.shape == (120, 160, 3) and f.small.shape == (32, 32, 3) for f in frames)
+    for frame in frames:
+        assert np.array_equal(frame.small, resize_frames(frame.image[None], 32)[0])
+    preprocess = Preprocessor(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    full = preprocess([item.tensor for item in items])
+    small = preprocess([torch.from_numpy(f.small) for f in frames])
+    assert torch.equal(full, small)  # the model sees the same input either way
+    for item in items:
+        item.release()
