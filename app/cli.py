@@ -27,6 +27,7 @@ COMMANDS = {
     "run": "recognise actions on cameras, RTSP streams or files, headless, writing to sinks",
     "gui": "open the desktop window with live video and prediction overlays",
     "record": "record labelled clips from a camera, stream, file or synthetic: into a teach data set",
+    "teach": "learn your own actions from a few recorded clips (no other flags needed)",
     "train": "train a model on a folder-per-class video data set",
     "eval": "evaluate a model on a data set (accuracy, confusion, detection delay)",
     "export": "export the per-frame step graph to ONNX or a TensorRT engine",

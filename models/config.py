@@ -6,9 +6,10 @@ from dataclasses import asdict, dataclass, fields
 
 from .errors import ConfigError
 
-ENCODERS = ("seed", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0")
-CELLS = ("gru", "lstm", "convrnn", "convgru", "convlstm", "convgru_delta", "motion_avg")
+ENCODERS = ("seed", "luma", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0")
+CELLS = ("gru", "lstm", "convrnn", "convgru", "convlstm", "convgru_delta", "motion_avg", "flow_memory")
 CONV_CELLS = ("convrnn", "convgru", "convlstm", "convgru_delta")
+MAP_CELLS = (*CONV_CELLS, "flow_memory")  # cells that read the feature map itself, not a pooled vector
 ENCODER_NORMS = ("none", "batch")
 POOLS = ("avg", "flatten")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -21,12 +22,12 @@ class DCRNConfig:
 
     num_classes: int = 9  # size of the softmax head
     labels: tuple[str, ...] = ()  # class names, one per output; empty -> "class_0", "class_1", ...
-    encoder: str = "seed"  # per-frame CNN: "seed" (small Conv3x3+ReLU+MaxPool CNN) or a torchvision backbone
+    encoder: str = "seed"  # per-frame CNN: "seed" (small Conv3x3+ReLU+MaxPool CNN), "luma" (brightness) or a backbone
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # seed CNN: output channels of each block
     encoder_padding: str = "same"  # seed CNN convolutions: "same" (keeps size) or "valid" (Keras' default)
     encoder_norm: str = "none"  # seed CNN: "batch" puts BatchNorm after each convolution
     pretrained: bool = False  # torchvision backbones: start from the standard ImageNet weights
-    cell: str = "gru"  # gru, lstm, motion_avg (vectors) or convrnn, convgru, convlstm, convgru_delta (maps)
+    cell: str = "gru"  # gru, lstm, motion_avg (vectors); convrnn, convgru, convlstm, convgru_delta, flow_memory (maps)
     hidden_size: int = 128  # GRU/LSTM units, or channels of a convolutional cell's state
     cell_kernel: int = 3  # kernel size of the convolutional cells
     pool: str = "avg"  # feature map -> vector before a GRU/LSTM: "avg" (global average) or "flatten"
@@ -69,6 +70,11 @@ class DCRNConfig:
     @property
     def is_conv_cell(self) -> bool:
         return self.cell in CONV_CELLS
+
+    @property
+    def reads_map(self) -> bool:
+        """Whether the cell takes the encoder's feature map as it is (no pooling to a vector first)."""
+        return self.cell in MAP_CELLS
 
     def to_dict(self) -> dict:
         return asdict(self)

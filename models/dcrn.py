@@ -27,7 +27,7 @@ class DCRN(nn.Module):
         self.config = config
         self.encoder = build_encoder(config, pretrained=config.pretrained and load_pretrained)
         map_shape = _output_shape(self.encoder, config.input_size)  # (C, h, w)
-        if config.is_conv_cell:
+        if config.reads_map:
             self.to_cell_input = nn.Identity()
             self.feature_shape = map_shape
         elif config.pool == "avg":
@@ -40,11 +40,12 @@ class DCRN(nn.Module):
         self.state_shapes = [tuple(s) for s in self.cell.state_shapes(self.feature_shape)]
         head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if config.is_conv_cell else []
         head.append(nn.Dropout(config.dropout))
+        cell_out = getattr(self.cell, "out_features", config.hidden_size)  # a cell may fix its own output size
         if config.head_hidden:
-            head += [nn.Linear(config.hidden_size, config.head_hidden), nn.ReLU(inplace=True)]
+            head += [nn.Linear(cell_out, config.head_hidden), nn.ReLU(inplace=True)]
             head.append(nn.Linear(config.head_hidden, config.num_classes))
         else:
-            head.append(nn.Linear(config.hidden_size, config.num_classes))
+            head.append(nn.Linear(cell_out, config.num_classes))
         self.head = nn.Sequential(*head)
 
     @property

@@ -40,6 +40,31 @@ class SeedCNN(nn.Module):
         return self.blocks(x)  # (B, C, H / 2^n, W / 2^n)
 
 
+class LumaEncoder(nn.Module):
+    """The frame's brightness, contrast-normalised per frame: (B, 3, H, W) -> (B, 1, H, W). No learned weights.
+
+    For the ``flow_memory`` cell, which measures motion on it: undoing the model's RGB normalisation and
+    standardising each frame's brightness keeps the measured motion the same under lighting changes and
+    camera gain, and leaves nothing of a scene's colours for a classifier to memorise.
+    """
+
+    out_channels = 1
+    LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        weights = torch.tensor(self.LUMA)
+        # luma = sum_c LUMA_c * (x_c * std_c + mean_c): one 1x1 convolution on the normalised input
+        self.register_buffer("weight", (weights * torch.tensor(std)).view(1, 3, 1, 1))
+        self.register_buffer("bias", (weights * torch.tensor(mean)).sum().view(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        luma = nn.functional.conv2d(x, self.weight, self.bias)  # (B, 1, H, W) in [0, 1]
+        mean = luma.mean(dim=(2, 3), keepdim=True)
+        spread = (luma - mean).square().mean(dim=(2, 3), keepdim=True).sqrt()
+        return (luma - mean) / (spread + 0.02)  # a flat frame stays near 0 instead of amplifying noise
+
+
 # name -> (torchvision weights enum name, channels of the final feature map)
 _BACKBONES = {
     "mobilenet_v2": ("MobileNet_V2_Weights", 1280),
@@ -89,4 +114,6 @@ def _imagenet_state_dict(name: str, weights) -> dict:
 def build_encoder(config: DCRNConfig, pretrained: bool) -> nn.Module:
     if config.encoder == "seed":
         return SeedCNN(config.encoder_widths, config.encoder_padding, norm=config.encoder_norm)
+    if config.encoder == "luma":
+        return LumaEncoder(config.mean, config.std)
     return TorchvisionEncoder(config.encoder, pretrained=pretrained)

@@ -1,0 +1,348 @@
+"""Teach a model the user's own actions from a few recorded clips: ``dcrn teach --data DATASET --out my.pt``.
+
+The model is a DCRN whose encoder and recurrent cell have no learned weights (``luma`` + ``flow_memory``:
+optical flow on a grid, carried through a fixed multi-timescale memory, see :mod:`dcrn.models.flow_cell`),
+so all that is learned is the linear head, fitted in seconds:
+
+1. **Features once.** Every clip is decoded and its per-frame flow features computed once, then cached on
+   disk keyed by the file (path, size, modification time) and the feature recipe: adding clips computes
+   only the new ones.
+2. **Recipe from the data.** The head is an L2-regularised softmax regression on the standardised memory
+   of every frame after a short warm-up. Its regularisation strength is chosen by cross-validation among a
+   few values: by recording session when every label was recorded in two sessions or more (clips of one
+   session share a background, light and person, so a clip-level split would flatter), otherwise by clip.
+   The chosen strength's cross-validated accuracy and confusion matrix are reported; a clip is scored by
+   its last frame's prediction, as ``dcrn eval`` does.
+3. **Fit on everything** and save an ordinary checkpoint: ``dcrn run``, ``dcrn eval``, ``dcrn export``
+   and the GUI treat it like any other model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import flow_cell
+from .checkpoint import save_checkpoint
+from .config import DCRNConfig
+from .data import DataIndex, Sample, scan
+from .dcrn import DCRN
+from .errors import DataError
+from .video_io import read_video
+
+log = logging.getLogger(__name__)
+
+INPUT_SIZE = 96  # frames are resized to 96 x 96 before the flow is measured
+L2_CHOICES = (1e-3, 1e-2, 1e-1)  # regularisation strengths tried by cross-validation (per standardised unit)
+WARMUP_FRAMES = 8  # frames at a clip's start left out of the fit: the memory has seen too little yet
+MAX_FOLDS = 5
+FEATURE_RECIPE = 2  # bump when the features change, so stale caches are not reused
+
+
+class TeachCancelled(DataError):
+    """Training was cancelled by the caller (``TeachOptions.cancel``)."""
+
+
+@dataclass
+class TeachOptions:
+    data: Path  # a folder of class folders (a `dcrn record` data set or any `dcrn train` folder)
+    out: Path  # the checkpoint to write
+    cache_dir: Path | None = None  # per-clip features; default DATA/.cache/features
+    progress: Callable[[str, int, int], None] | None = None  # (stage, done, total)
+    cancel: threading.Event | None = None
+    min_clips: int = 2  # per label; 1 trains without a cross-validated estimate
+    l2: float | None = None  # fixed regularisation (skips its selection)
+
+
+@dataclass
+class TeachReport:
+    out: Path
+    labels: tuple[str, ...]
+    clips_per_label: dict[str, int]
+    recipe: str
+    cv_accuracy: float | None
+    cv_worst_fold: float | None
+    cv_split: str  # "session", "clip" or "none"
+    confusion: list[list[int]] = field(default_factory=list)
+    seconds: float = 0.0
+    cv_folds: list[float] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"taught {len(self.labels)} labels from {sum(self.clips_per_label.values())} clips in "
+            f"{self.seconds:.1f} s -> {self.out}",
+            f"recipe: {self.recipe}",
+        ]
+        if self.cv_accuracy is None:
+            lines.append("accuracy: not estimated (record at least 2 clips per label to cross-validate)")
+        else:
+            lines.append(
+                f"cross-validated accuracy (by {self.cv_split}, {len(self.cv_folds)} folds): "
+                f"{self.cv_accuracy:.2f}, worst fold {self.cv_worst_fold:.2f}"
+            )
+            width = max(len(name) for name in self.labels)
+            lines.append("confusion (rows: true, columns: predicted):")
+            lines.append(" " * (width + 2) + " ".join(f"{i:>3}" for i in range(len(self.labels))))
+            for i, (name, row) in enumerate(zip(self.labels, self.confusion, strict=True)):
+                lines.append(f"{i:>2} {name:<{width}} " + " ".join(f"{v:>3}" for v in row))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "labels": list(self.labels),
+            "clips_per_label": self.clips_per_label,
+            "recipe": self.recipe,
+            "cv_accuracy": self.cv_accuracy,
+            "cv_worst_fold": self.cv_worst_fold,
+            "cv_folds": self.cv_folds,
+            "cv_split": self.cv_split,
+            "confusion": self.confusion,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def teach_config(labels: Sequence[str]) -> DCRNConfig:
+    """The taught model's architecture: brightness -> grid optical flow -> fixed memory -> linear head."""
+    return DCRNConfig(
+        num_classes=len(labels),
+        labels=tuple(labels),
+        encoder="luma",
+        cell="flow_memory",
+        input_size=INPUT_SIZE,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+    )
+
+
+def teach(options: TeachOptions) -> TeachReport:
+    started = time.monotonic()
+    index = _dataset_index(Path(options.data), options.min_clips)
+    model = DCRN(teach_config(index.classes)).eval()
+    cache = FeatureCache(options.cache_dir or Path(options.data) / ".cache" / "features")
+    features = cache.features(model, [s.path for s in index.samples], options.progress, options.cancel)
+    memories = [model.cell.memory_trajectory(torch.from_numpy(f)).numpy() for f in features]
+    labels = np.array([s.label for s in index.samples])
+    folds, split = cv_folds(index.samples, labels)
+
+    l2_choices = (options.l2,) if options.l2 is not None else L2_CHOICES
+    scored = []
+    if folds:
+        total = len(folds) * len(l2_choices)
+        for k, l2 in enumerate(l2_choices):
+            _check(options.cancel)
+            pred = cross_validate(memories, labels, folds, len(index.classes), l2)
+            per_fold = [float(np.mean(pred[test] == labels[test])) for test in folds]
+            scored.append((float(np.mean(pred == labels)), l2, pred, per_fold))
+            _report(options.progress, "cross-validation", (k + 1) * len(folds), total)
+        best = max(scored, key=lambda s: (round(s[0], 6), s[1]))  # ties: the stronger regularisation
+        accuracy, l2, pred, per_fold = best
+        confusion = np.zeros((len(index.classes),) * 2, dtype=int)
+        np.add.at(confusion, (labels, pred), 1)
+    else:
+        accuracy, l2, per_fold, confusion = None, options.l2 or L2_CHOICES[-1], [], np.zeros((0, 0), dtype=int)
+
+    _check(options.cancel)
+    _report(options.progress, "training", 0, 1)
+    fit_model(model, memories, labels, l2)
+    _report(options.progress, "training", 1, 1)
+    report = TeachReport(
+        out=Path(options.out),
+        labels=index.classes,
+        clips_per_label={name: int(np.sum(labels == i)) for i, name in enumerate(index.classes)},
+        recipe=f"luma + flow_memory (grid optical flow, {len(flow_cell.RATES)}x{flow_cell.STAGES} memory) "
+        f"+ linear head, L2 {l2:g}",
+        cv_accuracy=None if accuracy is None else round(accuracy, 4),
+        cv_worst_fold=round(min(per_fold), 4) if per_fold else None,
+        cv_split=split,
+        confusion=confusion.tolist(),
+        cv_folds=[round(v, 4) for v in per_fold],
+    )
+    report.seconds = time.monotonic() - started
+    save_checkpoint(options.out, model, meta={"taught": report.to_dict(), "data": str(options.data)})
+    log.info("saved %s", options.out)
+    return report
+
+
+def _dataset_index(root: Path, min_clips: int) -> DataIndex:
+    index = scan(root)
+    index = index.subset(index.clips)  # taught models learn from clips; streams are for `dcrn eval`
+    counts = {name: sum(s.label == i for s in index.samples) for i, name in enumerate(index.classes)}
+    used = [name for name, n in counts.items() if n > 0]
+    if len(used) < 2:
+        raise DataError(f"{root}: teaching needs clips of at least 2 labels; clips per label: {counts}")
+    few = [f"{name} ({n})" for name, n in counts.items() if 0 < n < min_clips]
+    if few:
+        raise DataError(f"{root}: record at least {min_clips} clips of each label; too few: {', '.join(few)}")
+    if len(used) < len(index.classes):  # labels without clips cannot be learned: leave them out
+        keep = [name for name in index.classes if counts[name] > 0]
+        index = _only_labels(index, keep)
+    return index
+
+
+def _only_labels(index: DataIndex, keep: list[str]) -> DataIndex:
+    remap = {index.classes.index(name): i for i, name in enumerate(keep)}
+    samples = tuple(Sample(s.path, remap[s.label], None, s.group) for s in index.samples if s.label in remap)
+    return DataIndex(index.root, tuple(keep), samples)
+
+
+def cv_folds(samples: Sequence[Sample], labels: np.ndarray) -> tuple[list[np.ndarray], str]:
+    """Held-out index sets: by recording session (group) when every label has 2+ sessions, else by clip."""
+    groups = np.array([s.group for s in samples])
+    classes = np.unique(labels)
+    sessions_per_label = [len(set(groups[labels == c])) for c in classes]
+    one_clip_sessions = len(set(groups)) == len(groups)  # no session information: every clip is its own group
+    if not one_clip_sessions and min(sessions_per_label) >= 2 and len(set(groups)) >= 3:
+        unique = sorted(set(groups))
+        order = np.random.default_rng(0).permutation(len(unique))
+        folds_n = min(MAX_FOLDS, len(unique))
+        held = [{unique[i] for i in order[f::folds_n]} for f in range(folds_n)]
+        folds = [np.flatnonzero([g in h for g in groups]) for h in held]
+        return [f for f in folds if len(f)], "session"
+    per_label = min(int(np.sum(labels == c)) for c in classes)
+    if per_label < 2:
+        return [], "none"
+    folds_n = min(MAX_FOLDS, per_label)
+    rng = np.random.default_rng(0)
+    assignment = np.empty(len(labels), dtype=int)
+    for c in classes:
+        members = rng.permutation(np.flatnonzero(labels == c))
+        assignment[members] = np.arange(len(members)) % folds_n
+    return [np.flatnonzero(assignment == f) for f in range(folds_n)], "clip"
+
+
+def cross_validate(memories, labels: np.ndarray, folds, num_classes: int, l2: float) -> np.ndarray:
+    """Last-frame prediction of every clip by a head fitted without its fold."""
+    pred = np.empty_like(labels)
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(labels)), test)
+        mean, std = _stats([memories[i] for i in train])
+        weight, bias = fit_softmax([memories[i] for i in train], labels[train], num_classes, l2, mean, std)
+        last = np.stack([memories[i][-1] for i in test])
+        pred[test] = (((last - mean) / std) @ weight.T + bias).argmax(1)
+    return pred
+
+
+def fit_model(model: DCRN, memories, labels: np.ndarray, l2: float) -> None:
+    """Fit the cell's standardisation and the linear head on every clip, in place."""
+    mean, std = _stats(memories)
+    weight, bias = fit_softmax(memories, labels, model.config.num_classes, l2, mean, std)
+    with torch.no_grad():
+        model.cell.out_mean.copy_(torch.from_numpy(mean))
+        model.cell.out_std.copy_(torch.from_numpy(std))
+        linear = model.head[-1]
+        linear.weight.copy_(torch.from_numpy(weight))
+        linear.bias.copy_(torch.from_numpy(bias))
+
+
+def _stats(memories) -> tuple[np.ndarray, np.ndarray]:
+    x = np.concatenate([m[min(WARMUP_FRAMES, len(m) - 1) :] for m in memories])
+    return x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-4).astype(np.float32)
+
+
+def fit_softmax(memories, labels, num_classes: int, l2: float, mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """L2-regularised softmax regression on every frame after the warm-up; each clip weighs the same."""
+    xs, ys, ws = [], [], []
+    for memory, label in zip(memories, labels, strict=True):
+        frames = memory[min(WARMUP_FRAMES, len(memory) - 1) :]
+        xs.append((frames - mean) / std)
+        ys.append(np.full(len(frames), label))
+        ws.append(np.full(len(frames), 1.0 / len(frames)))
+    x = torch.from_numpy(np.concatenate(xs).astype(np.float32))  # (N, D)
+    y = torch.from_numpy(np.concatenate(ys)).long()
+    w = torch.from_numpy(np.concatenate(ws).astype(np.float32))
+    w = w / w.sum()
+    weight = torch.zeros(num_classes, x.shape[1], requires_grad=True)
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (torch.nn.functional.cross_entropy(x @ weight.T + bias, y, reduction="none") * w).sum()
+        loss = loss + l2 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return weight.detach().numpy(), bias.detach().numpy()
+
+
+class FeatureCache:
+    """Per-frame flow features of each clip, on disk as ``.npy`` keyed by the file and the feature recipe."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def key(self, path: Path) -> Path:
+        stat = path.stat()
+        ident = json.dumps(
+            [
+                str(path.resolve()),
+                stat.st_size,
+                stat.st_mtime_ns,
+                FEATURE_RECIPE,
+                INPUT_SIZE,
+                flow_cell.GRID,
+                flow_cell.SCALES,
+            ]
+        )
+        return self.folder / (hashlib.sha1(ident.encode()).hexdigest()[:20] + ".npy")
+
+    def features(self, model: DCRN, paths: Sequence[Path], progress=None, cancel=None) -> list[np.ndarray]:
+        out, computed = [], 0
+        for k, path in enumerate(paths):
+            _check(cancel)
+            cached = self.key(Path(path))
+            if cached.is_file():
+                out.append(np.load(cached))
+            else:
+                out.append(clip_features(model, Path(path)))
+                computed += 1
+                self.folder.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_suffix(".tmp.npy")
+                np.save(tmp, out[-1])
+                tmp.replace(cached)
+            _report(progress, "features", k + 1, len(paths))
+        log.info("features of %d clips ready (%d computed now, the rest from %s)", len(paths), computed, self.folder)
+        return out
+
+
+@torch.no_grad()
+def clip_features(model: DCRN, path: Path, batch: int = 64) -> np.ndarray:
+    """A clip's per-frame flow features (T, F), exactly as the streaming step computes them."""
+    frames, _ = read_video(path, model.config.input_size)  # (T, S, S, 3)
+    if len(frames) == 0:
+        raise DataError(f"{path}: no frames could be decoded")
+    out = []
+    prev = None
+    for start in range(0, len(frames), batch):
+        x = torch.from_numpy(frames[start : start + batch]).permute(0, 3, 1, 2).float() / 255  # (b, 3, S, S)
+        mean = torch.tensor(model.config.mean).view(1, 3, 1, 1)
+        std = torch.tensor(model.config.std).view(1, 3, 1, 1)
+        maps = model.encode((x - mean) / std)  # (b, C, H, W)
+        before = torch.cat([maps[:1] * 0 if prev is None else prev, maps[:-1]])
+        seen = torch.ones(len(maps), 1)
+        if prev is None:
+            seen[0] = 0
+        out.append(model.cell.frame_features(maps, before, seen))
+        prev = maps[-1:]
+    return torch.cat(out).numpy()
+
+
+def _report(progress, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise TeachCancelled("teaching was cancelled")

@@ -1,0 +1,159 @@
+"""``dcrn teach``: a few clips in, a model that tells the direction of motion out, on real files on disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dcrn.models import load_checkpoint
+from dcrn.models.errors import DataError
+from dcrn.models.teach import FeatureCache, TeachOptions, clip_features, teach
+from dcrn.models.video_io import read_video, write_video
+
+MOTIONS = {"pan_left": (-3, 0), "pan_right": (3, 0), "still": (0, 0)}
+
+
+def texture(seed: int, size: int = 320) -> np.ndarray:
+    """A smooth random colour texture: a scene with edges everywhere, different for every seed."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (size // 10, size // 10, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), (5, 5), 0)
+
+
+def camera_clip(seed: int, motion: tuple[int, int], frames: int = 24) -> list[np.ndarray]:
+    scene = texture(seed)
+    rng = np.random.default_rng(seed + 1000)
+    x, y = 80 + int(rng.integers(-10, 10)), 80 + int(rng.integers(-10, 10))
+    out = []
+    for t in range(frames):
+        left, top = x - motion[0] * t, y - motion[1] * t  # the view moves: the content moves the other way
+        out.append(np.ascontiguousarray(scene[top : top + 96, left : left + 128]))
+    return out
+
+
+def make_dataset(root: Path, clips_per_label: int, *, first_seed: int = 0) -> Path:
+    for label, motion in MOTIONS.items():
+        for k in range(clips_per_label):
+            seed = first_seed + 10 * k + list(MOTIONS).index(label)
+            write_video(root / label / f"clip{k:02d}.mp4", camera_clip(seed, motion), fps=25)
+    return root
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    root = make_dataset(tmp_path_factory.mktemp("teach") / "data", 4)
+    out = root.parent / "taught.pt"
+    stages = []
+    report = teach(TeachOptions(data=root, out=out, progress=lambda *a: stages.append(a)))
+    return root, out, report, stages
+
+
+def test_teach_learns_the_direction_of_motion_from_four_clips_each(taught):
+    _, _, report, _ = taught
+    assert report.labels == ("pan_left", "pan_right", "still")
+    assert report.clips_per_label == {"pan_left": 4, "pan_right": 4, "still": 4}
+    assert report.cv_split == "clip" and report.cv_accuracy >= 0.9, report.summary()
+    assert np.trace(np.array(report.confusion)) == round(report.cv_accuracy * 12)
+
+
+def test_taught_model_tells_a_clip_from_the_same_clip_played_backwards(taught, tmp_path):
+    _, out, _, _ = taught
+    model, meta = load_checkpoint(out)
+    assert meta["taught"]["labels"] == ["pan_left", "pan_right", "still"]
+    clip = np.stack(camera_clip(seed=999, motion=MOTIONS["pan_left"]))  # a scene it never saw
+    predictions = []
+    for frames in (clip, clip[::-1]):
+        path = write_video(tmp_path / f"{len(predictions)}.mp4", frames, fps=25)
+        x = torch.from_numpy(read_video(path, model.config.input_size)[0]).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            logits = model.forward_sequence(x[None])  # (1, T, C)
+        predictions.append(model.config.labels[int(logits[0, -1].argmax())])
+    assert predictions == ["pan_left", "pan_right"]
+
+
+def test_streaming_steps_reproduce_the_features_teach_cached(taught):
+    root, out, _, _ = taught
+    model, _ = load_checkpoint(out)
+    path = root / "pan_right" / "clip00.mp4"
+    frames = torch.from_numpy(read_video(path, model.config.input_size)[0]).permute(0, 3, 1, 2).float() / 255
+    cached = torch.from_numpy(clip_features(model, path))  # (T, F), batched as teach computes them
+    memory = model.cell.memory_trajectory(cached)
+    state = model.initial_state(1)
+    with torch.no_grad():
+        for t in range(len(frames)):
+            _, state = model.step(frames[t : t + 1], state)
+            assert torch.allclose(state[1][0], memory[t], atol=1e-4)
+
+
+def test_progress_reports_every_stage_and_features_are_computed_once(taught, tmp_path, caplog):
+    root, _, _, stages = taught
+    assert {s[0] for s in stages} == {"features", "cross-validation", "training"}
+    assert ("features", 12, 12) in stages
+    cache_files = sorted((root / ".cache" / "features").glob("*.npy"))
+    assert len(cache_files) == 12
+    write_video(root / "still" / "clip99.mp4", camera_clip(77, MOTIONS["still"]), fps=25)  # one new clip
+    with caplog.at_level("INFO", logger="dcrn.models.teach"):
+        teach(TeachOptions(data=root, out=tmp_path / "again.pt"))
+    assert "features of 13 clips ready (1 computed now" in caplog.text
+    assert len(list((root / ".cache" / "features").glob("*.npy"))) == 13
+    (root / "still" / "clip99.mp4").unlink()
+
+
+def test_a_label_with_one_clip_is_refused_with_a_one_line_error(tmp_path):
+    root = make_dataset(tmp_path / "data", 2)
+    for extra in sorted((root / "still").iterdir())[1:]:
+        extra.unlink()
+    with pytest.raises(DataError, match=r"at least 2 clips of each label; too few: still \(1\)") as info:
+        teach(TeachOptions(data=root, out=tmp_path / "m.pt"))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "m.pt").exists()
+    assert len(list(root.rglob("*.mp4"))) == 5, "nothing recorded is touched"
+
+
+def test_one_label_only_is_refused(tmp_path):
+    root = tmp_path / "data"
+    write_video(root / "wave" / "a.mp4", camera_clip(1, (2, 0)), fps=25)
+    write_video(root / "wave" / "b.mp4", camera_clip(2, (2, 0)), fps=25)
+    with pytest.raises(DataError, match="at least 2 labels"):
+        teach(TeachOptions(data=root, out=tmp_path / "m.pt"))
+
+
+def test_feature_cache_key_changes_when_the_clip_file_changes(tmp_path):
+    path = write_video(tmp_path / "a.mp4", camera_clip(1, (2, 0)), fps=25)
+    cache = FeatureCache(tmp_path / "cache")
+    before = cache.key(path)
+    write_video(path, camera_clip(2, (0, 2), frames=30), fps=25)
+    assert cache.key(path) != before
+
+
+def test_dcrn_teach_command_writes_the_model_and_a_json_report(tmp_path):
+    root = make_dataset(tmp_path / "data", 2)
+    out, report = tmp_path / "my.pt", tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "dcrn.app", "teach", "--data", str(root), "--out", str(out), "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cross-validated accuracy (by clip" in result.stdout
+    assert json.loads(report.read_text())["labels"] == ["pan_left", "pan_right", "still"]
+    assert load_checkpoint(out)[0].config.cell == "flow_memory"
+
+
+def test_dcrn_teach_on_a_missing_folder_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dcrn.app", "teach", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m.pt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
