@@ -56,12 +56,15 @@ class SourceOptions:
     loop: bool = False  # files: start again at the end (each loop is a discontinuity)
     low_delay: bool = True  # RTSP: rtsp_transport;tcp|fflags;nobuffer|flags;low_delay, small probe
     backend: str = "auto"  # network streams: "pyav", "opencv", or "auto" (PyAV when installed)
+    decode_threads: int = 1  # PyAV decoder threads per stream; 1 scales best over many streams, 0: FFmpeg's choice
 
     def __post_init__(self) -> None:
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
         if not self.stall_s > 0:
             raise ValueError(f"stall_s must be positive, got {self.stall_s}")
+        if self.decode_threads < 0:
+            raise ValueError(f"decode_threads must be 0 (FFmpeg's choice) or more, got {self.decode_threads}")
         if self.backend not in ("auto", "pyav", "opencv"):
             raise ValueError(f"backend must be auto, pyav or opencv, got {self.backend!r}")
 
