@@ -3,8 +3,10 @@
 Runs every backend this machine has (``torch``, ``onnxruntime``, ``tensorrt``) on one model, prints a
 table and, with ``--json PATH``, writes the machine-readable document (one object per backend under
 ``"backends"``, and under ``"default_backend"`` the one ``--backend auto`` -- the default of ``dcrn run``
--- picks here, and why). ``--backend auto`` measures that one alone. ``--quick`` is the two-minute version
-(a 10,000-frame stream instead of 100,000).
+-- picks here, and why). ``--backend auto`` measures that one alone. ``--int8`` adds ``onnxruntime-int8``:
+the onnxruntime backend with its encoder in INT8 (engine.quantize), measured in the same run, so the
+speed-up is a ratio on the same load. ``--quick`` is the two-minute version (a 10,000-frame stream instead
+of 100,000).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
 AUTO = "auto"
+INT8 = "onnxruntime-int8"  # the onnxruntime backend with its encoder in INT8
 INIT_MODEL = "init"  # --model init: a freshly initialised seed CNN + GRU (no checkpoint needed)
 
 
@@ -36,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         action="append",
-        choices=(AUTO, *BACKEND_NAMES),
+        choices=(AUTO, *BACKEND_NAMES, INT8),
         help="backend to measure (repeatable; default: all, unavailable ones are reported as such; "
         "auto: the one dcrn run picks by default here)",
     )
@@ -44,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N (default: auto)"
     )
     parser.add_argument("--fp16", action="store_true", help="run GPU backends in float16")
+    parser.add_argument(
+        "--int8", action="store_true", help=f"also measure {INT8}: onnxruntime with the encoder in INT8 (CPU)"
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="DIR",
+        help="--int8: clips to calibrate on (default: the folder the model was trained on)",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="CPU threads of the step, throughput, window and drift runs (default: 1)"
     )
@@ -69,6 +80,7 @@ class _Plan:
     threads: int  # CPU threads of the micro-benchmarks
     e2e_threads: list[int]  # CPU threads of each end-to-end run
     e2e_seconds: float
+    int8: Any = None  # engine.quantize.Calibration of the INT8 column, or the reason it cannot run (str)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -82,9 +94,10 @@ def main(args: argparse.Namespace) -> int:
     created, load_start = now_utc(), [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="dcrn-bench-") as folder:
         plan, model_info = _plan(args, Path(folder))
-        default = choose_backend(AUTO, plan.device, dtype=plan.dtype)
+        default = choose_backend(AUTO, AUTO if args.device == AUTO else plan.device, dtype=plan.dtype)
         log.info("the default backend here: %s", default.describe())
         names = [default.name if name == AUTO else name for name in args.backend or BACKEND_NAMES]
+        names += [INT8] if args.int8 else []
         reports = [_bench_one(name, plan) for name in dict.fromkeys(names)]
     settings = asdict(plan.settings) | {
         "threads": plan.threads,
@@ -134,6 +147,16 @@ def _plan(args: argparse.Namespace, folder: Path) -> tuple[_Plan, dict]:
     e2e_threads = _int_list(args.e2e_threads, "--e2e-threads") if args.e2e_threads.strip() else []
     device = _device(args.device)
     model, info, checkpoint = _load_model(args.model, args.input_size, folder)
+    int8 = None
+    if args.int8 or INT8 in (args.backend or []):
+        from dcrn.engine.errors import BackendUnavailable
+        from dcrn.engine.quantize import calibration_for
+        from dcrn.models import load_checkpoint
+
+        try:
+            int8 = calibration_for(load_checkpoint(checkpoint)[1], args.calibration)
+        except BackendUnavailable as exc:
+            int8 = str(exc)
     plan = _Plan(
         model=model,
         checkpoint=checkpoint,
@@ -143,6 +166,7 @@ def _plan(args: argparse.Namespace, folder: Path) -> tuple[_Plan, dict]:
         threads=args.threads,
         e2e_threads=e2e_threads,
         e2e_seconds=args.e2e_seconds if args.e2e_seconds is not None else (6.0 if args.quick else 20.0),
+        int8=int8,
     )
     return plan, info
 
@@ -159,17 +183,21 @@ def _bench_one(name: str, plan: _Plan):
     from dcrn.engine.errors import BackendUnavailable
     from dcrn.models.errors import ConfigError
 
-    device = torch.device("cpu") if name == "onnxruntime" else plan.device  # ONNX Runtime runs on the CPU here
+    runtime = "onnxruntime" if name == INT8 else name
+    device = torch.device("cpu") if runtime == "onnxruntime" else plan.device  # ONNX Runtime runs on the CPU here
     report = BackendReport(name=name, device=str(device), threads=plan.threads)
     torch.set_num_threads(plan.threads)
     max_batch = max(plan.settings.batches)
+    int8 = plan.int8 if name == INT8 else None
 
     def open_backend():
         return create_backend(
-            name, plan.model, threads=plan.threads, device=device, dtype=plan.dtype, max_batch=max_batch
+            runtime, plan.model, threads=plan.threads, device=device, dtype=plan.dtype, max_batch=max_batch, int8=int8
         )
 
     try:
+        if isinstance(int8, str):  # no calibration data
+            raise BackendUnavailable(int8)
         backend = open_backend()
     except (BackendUnavailable, ConfigError) as exc:
         log.warning("%s: unavailable: %s", name, exc)
@@ -178,7 +206,7 @@ def _bench_one(name: str, plan: _Plan):
     log.info("%s on %s: measuring", name, device)
     try:
         window_fn, report.window_baseline = window_runner(
-            name, plan.model, device=device, dtype=plan.dtype, window=plan.settings.window, threads=plan.threads
+            runtime, plan.model, device=device, dtype=plan.dtype, window=plan.settings.window, threads=plan.threads
         )
         inputs = make_inputs(plan.model.config.input_size, plan.settings.frame_pool, device, plan.dtype)
         report.bench = bench_backend(backend, window_fn, inputs, plan.settings, fresh_backend=open_backend)
@@ -187,7 +215,13 @@ def _bench_one(name: str, plan: _Plan):
     for threads in plan.e2e_threads:
         log.info("%s: end to end on %d thread(s) for %g s", name, threads, plan.e2e_seconds)
         report.e2e[threads] = run_e2e(
-            plan.checkpoint, name, device=device, dtype=plan.dtype, threads=threads, seconds=plan.e2e_seconds
+            plan.checkpoint,
+            runtime,
+            device=device,
+            dtype=plan.dtype,
+            threads=threads,
+            seconds=plan.e2e_seconds,
+            calibration=int8.data if int8 is not None else None,
         )
     torch.set_num_threads(plan.threads)
     return report

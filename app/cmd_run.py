@@ -67,6 +67,17 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, model_help: str = "
         help="auto (default: a CUDA GPU when there is one and the backend runs there), cpu or cuda[:N]",
     )
     parser.add_argument("--fp16", action="store_true", help="half precision on GPU backends")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="run the encoder in INT8 on the CPU (onnxruntime), statically calibrated on training clips; "
+        "made once per model and cached",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="DIR",
+        help="--int8: data folder of clips to calibrate on (default: the folder the model was trained on)",
+    )
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument(
@@ -141,6 +152,8 @@ def pipeline_config(args: argparse.Namespace, sources: list[str], *, pace: bool,
         backend=args.backend,
         device=args.device,
         dtype="float16" if args.fp16 else "float32",
+        int8=args.int8,
+        calibration=args.calibration,
         max_frames=args.max_frames,
         duration_s=args.duration,
         pace=pace,

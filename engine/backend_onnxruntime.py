@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnxruntime as ort
 import torch
@@ -19,6 +20,9 @@ from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dcrn.engine.quantize import Calibration
 
 log = logging.getLogger(__name__)
 # The TorchScript exporter (opset 17) exports in 0.4-1.8 s; the torch.export one (opset 18) took 3-20 s
@@ -30,8 +34,11 @@ OPSET = 17
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, model: DCRN, onnx_path: Path, *, max_batch: int = 8, threads: int = 0) -> None:
+    def __init__(
+        self, model: DCRN, onnx_path: Path, *, max_batch: int = 8, threads: int = 0, int8: bool = False
+    ) -> None:
         self.device = torch.device("cpu")
+        self.int8 = int8  # the encoder runs in INT8 (a quantised graph from engine.quantize)
         self.dtype = torch.float32
         self.max_batch = max_batch
         self.input_size = model.config.input_size
@@ -106,11 +113,19 @@ def create(
     max_batch: int = 8,
     cache_dir: str | os.PathLike | None = None,
     threads: int = 0,
+    int8: Calibration | None = None,
 ) -> OnnxRuntimeBackend:
+    """``int8``: the step graph with its encoder quantised to INT8 on this calibration (engine.quantize)."""
     if device.type != "cpu":
         raise BackendUnavailable(
             f"the onnxruntime backend runs on the CPU; for --device {device.type} use --backend torch or tensorrt"
         )
     if dtype != torch.float32:
         raise ConfigError(f"the onnxruntime backend runs float32, got {dtype}")
-    return OnnxRuntimeBackend(model, exported_graph(model, cache_dir), max_batch=max_batch, threads=threads)
+    if int8 is not None:
+        from dcrn.engine.quantize import int8_graph
+
+        path = int8_graph(model, int8, cache_dir)
+    else:
+        path = exported_graph(model, cache_dir)
+    return OnnxRuntimeBackend(model, path, max_batch=max_batch, threads=threads, int8=int8 is not None)

@@ -26,7 +26,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -34,6 +34,9 @@ from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError, DcrnError
+
+if TYPE_CHECKING:
+    from dcrn.engine.quantize import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +97,23 @@ class BackendChoice:
     device: str  # cpu or cuda:N
     reason: str  # one line: the rule that chose it, or "requested"
     fallbacks: tuple[tuple[str, str, str], ...] = ()  # (name, device, reason) to try next when this one fails
+    int8: Calibration | None = None  # onnxruntime with its encoder in INT8, calibrated so (engine.quantize)
 
     def describe(self) -> str:
-        return f"backend {self.name} on {self.device}: {self.reason}"
+        precision = " (INT8 encoder)" if self.int8 else ""
+        return f"backend {self.name}{precision} on {self.device}: {self.reason}"
+
+    def record_fields(self) -> dict:
+        """What ``stats`` records carry about the backend."""
+        return {"backend": self.name, "device": self.device, "backend_reason": self.reason, "int8": bool(self.int8)}
 
 
 def choose_backend(
-    backend: str = AUTO, device: str | torch.device = AUTO, *, dtype: torch.dtype = torch.float32
+    backend: str = AUTO,
+    device: str | torch.device = AUTO,
+    *,
+    dtype: torch.dtype = torch.float32,
+    int8: Calibration | None = None,
 ) -> BackendChoice:
     """The backend and device to run on. ``backend`` is a name or ``auto``; ``device`` cpu, cuda[:N] or ``auto``.
 
@@ -108,9 +121,14 @@ def choose_backend(
     else torch with CUDA graphs; on the CPU (``device`` cpu, or no GPU) ONNX Runtime where it is installed
     (and the step runs float32), else torch eager. ``auto`` device with a named backend: the GPU when there
     is one and the backend runs there (torch, tensorrt), else the CPU.
+
+    ``int8`` (a calibration): the encoder in INT8, which only the onnxruntime backend on the CPU runs; ``auto``
+    then means onnxruntime, and anything else is an error.
     """
     if backend != AUTO and backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r} (choose from {', '.join(BACKEND_CHOICES)})")
+    if int8 is not None:
+        return _choose_int8(backend, device, dtype, int8)
     gpu = _gpu() if str(device) == AUTO else None
     if str(device) == AUTO:
         wants_gpu = gpu is not None and backend != "onnxruntime"
@@ -142,12 +160,24 @@ def choose_backend(
     )
 
 
+def _choose_int8(backend: str, device: str | torch.device, dtype: torch.dtype, int8: Calibration) -> BackendChoice:
+    if backend not in (AUTO, "onnxruntime"):
+        raise ConfigError(f"INT8 runs on the onnxruntime backend, not {backend}")
+    if str(device) not in (AUTO, "cpu") or dtype != torch.float32:
+        raise ConfigError(f"INT8 runs on the CPU from a float32 model, not on {device} in {dtype}")
+    version, missing = _onnxruntime()
+    if version is None:
+        raise BackendUnavailable(f"INT8 needs ONNX Runtime ({missing}); {_INSTALL_ADVICE['onnxruntime']}")
+    why = "requested" if backend != AUTO else f"auto: INT8 asked for, which ONNX Runtime {version} runs on the CPU"
+    return BackendChoice("onnxruntime", "cpu", f"{why}; encoder calibrated on {int8.data}", int8=int8)
+
+
 def open_backend(model: DCRN, choice: BackendChoice, **options: object) -> tuple[Backend, BackendChoice]:
     """``choice`` opened with ``create_backend(..., **options)``; an auto choice that cannot be opened falls back
     to the next candidate of its rule. Returns the backend and the choice that holds (log its ``describe()``)."""
     while True:
         try:
-            return create_backend(choice.name, model, device=choice.device, **options), choice
+            return create_backend(choice.name, model, device=choice.device, int8=choice.int8, **options), choice
         except DcrnError as exc:  # unavailable, or an export / engine build that failed
             if not choice.fallbacks:
                 raise
@@ -208,6 +238,7 @@ def create_backend(
     max_batch: int = 8,
     cache_dir: str | os.PathLike | None = None,
     threads: int = 0,
+    int8: Calibration | None = None,
 ) -> Backend:
     """The backend ``name`` running ``model`` on ``device`` for batches of up to ``max_batch`` streams.
 
@@ -216,9 +247,10 @@ def create_backend(
 
     ``threads``: CPU threads of backends that keep their own pool (onnxruntime); 0 = the library default.
     torch's CPU threads are process-wide (``torch.set_num_threads``), set by the application.
+    ``int8``: run the encoder in INT8 with this calibration (onnxruntime only; see engine.quantize).
     """
     if name == AUTO or str(device) == AUTO:
-        choice = choose_backend(name, device, dtype=dtype)
+        choice = choose_backend(name, device, dtype=dtype, int8=int8)
         options = dict(dtype=dtype, max_batch=max_batch, cache_dir=cache_dir, threads=threads)
         return open_backend(model, choice, **options)[0]
     if name not in BACKENDS:
@@ -233,7 +265,14 @@ def create_backend(
         raise BackendUnavailable(
             f"backend {name!r} is not available ({exc}){'; ' + advice if advice else ''}"
         ) from None
-    return module.create(model, device=resolved, dtype=dtype, max_batch=max_batch, cache_dir=cache_dir, threads=threads)
+    extra: dict = {}
+    if int8 is not None:
+        if name != "onnxruntime":
+            raise ConfigError(f"INT8 runs on the onnxruntime backend, not {name}")
+        extra["int8"] = int8
+    return module.create(
+        model, device=resolved, dtype=dtype, max_batch=max_batch, cache_dir=cache_dir, threads=threads, **extra
+    )
 
 
 def model_hash(model: DCRN) -> str:

@@ -46,8 +46,11 @@ def run_e2e(
     fps: float = 30.0,
     warmup_s: float = 1.0,
     frame_size: tuple[int, int] = (320, 240),
+    calibration: str | None = None,
 ) -> E2EResult:
-    """Stream a paced synthetic source through the pipeline for ``seconds`` and collect its records."""
+    """Stream a paced synthetic source through the pipeline for ``seconds`` and collect its records.
+
+    ``calibration``: run the encoder in INT8, calibrated on the clips in this folder (onnxruntime)."""
     from dcrn.engine.pipeline import Pipeline, PipelineConfig
     from dcrn.engine.sinks import JsonlSink
 
@@ -69,6 +72,8 @@ def run_e2e(
         backend=backend,
         device=str(device),
         dtype="float16" if dtype == torch.float16 else "float32",
+        int8=calibration is not None,
+        calibration=calibration,
         duration_s=seconds,
         stats_interval_s=0,
         threads=threads,

@@ -31,6 +31,7 @@ from dcrn.engine.capture import Capture
 from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, Frame, StreamEvent
 from dcrn.engine.postprocess import PostprocessConfig, StreamPostprocessor
 from dcrn.engine.preprocess import Preprocessor
+from dcrn.engine.quantize import calibration_for
 from dcrn.engine.redact import redact
 from dcrn.engine.ring import FrameRing, RingFrame
 from dcrn.engine.sinks import Sink
@@ -54,6 +55,8 @@ class PipelineConfig:
     model: str = "default"  # checkpoint path or shipped model name
     backend: str = "torch"  # torch, onnxruntime, tensorrt or auto (engine.backends.choose_backend)
     device: str = "cpu"  # cpu, cuda[:N] or auto (the GPU when there is one and the backend runs there)
+    int8: bool = False  # the encoder in INT8 on the CPU (onnxruntime; engine.quantize), calibrated on training clips
+    calibration: str | None = None  # data folder of those clips (None: the one the checkpoint was trained on)
     dtype: str = "float32"  # float32, or float16 (GPU backends)
     max_frames: int | None = None  # stop each stream after this many frames (None: no limit)
     duration_s: float | None = None  # stop after this many seconds of streaming (None: no limit)
@@ -231,7 +234,8 @@ class Pipeline:
             self._open_sinks()
             if config.threads > 0:
                 torch.set_num_threads(config.threads)
-            choice = choose_backend(config.backend, config.device, dtype=DTYPES[config.dtype])
+            int8 = calibration_for(self.meta, config.calibration) if config.int8 else None
+            choice = choose_backend(config.backend, config.device, dtype=DTYPES[config.dtype], int8=int8)
             # Sources first: a bad one fails in a second, before a graph export or engine build on first use.
             self._open_streams(torch.device(choice.device))
             log.info("%s", choice.describe())
@@ -479,11 +483,7 @@ class Pipeline:
             stream.stats.dropped = stream.ring.dropped + stream.discarded
             record = stream.stats.record()
             if self.choice is not None:  # which backend made these numbers, and why it was chosen
-                record |= {
-                    "backend": self.choice.name,
-                    "device": self.choice.device,
-                    "backend_reason": self.choice.reason,
-                }
+                record |= self.choice.record_fields()
             self._write(record)
             log.info("%s", log_line(record))
         self._flush()

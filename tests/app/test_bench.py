@@ -99,3 +99,25 @@ def test_bench_backend_measures_a_carried_stream_with_positive_numbers():
 def test_bench_rejects_a_stream_too_short_for_two_spans(tiny_checkpoint, capsys):
     assert main(["bench", "--model", str(tiny_checkpoint), "--stream-frames", "500"]) == 2
     assert "--stream-frames must be >= 1100" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_int8_column_runs_beside_float32_and_names_the_default_backend(tmp_path, capsys, monkeypatch):
+    from dcrn.engine.backends import choose_backend
+    from tests.models.data_helpers import tiny_synthetic_set
+
+    monkeypatch.setenv("DCRN_CACHE_DIR", str(tmp_path / "cache"))
+    clips = tiny_synthetic_set(tmp_path / "clips", clips_per_class=1, clip_frames=6, stream_s=0)
+    config = DCRNConfig(encoder="seed", encoder_widths=(8, 16), hidden_size=8, num_classes=10, input_size=32)
+    checkpoint = save_checkpoint(tmp_path / "conv.pt", DCRN(config).eval())
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--model", str(checkpoint), "--backend", "auto", "--int8", "--calibration", str(clips)]
+    argv += ["--quick", "--stream-frames", "1100", "--batches", "1", "--e2e-seconds", "1.5", "--e2e-threads", "1"]
+    assert main([*argv, "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    default = choose_backend()
+    assert doc["default_backend"]["name"] == default.name and doc["default_backend"]["reason"] == default.reason
+    assert set(doc["backends"]) == {default.name, "onnxruntime-int8"}
+    int8 = doc["backends"]["onnxruntime-int8"]
+    assert int8["available"] and int8["step_ms_p50"] > 0 and int8["e2e"]["1"]["frames"] > 0
+    assert f"default  {default.name} on {default.device}" in capsys.readouterr().out

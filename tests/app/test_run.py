@@ -338,3 +338,20 @@ def test_run_without_backend_picks_onnxruntime_for_fight_cctv_on_this_cpu(tmp_pa
     stats = [r for r in read_jsonl(out) if r["type"] == "stats"]
     assert stats and all(r["backend"] == "onnxruntime" and r["device"] == "cpu" for r in stats)
     assert "ONNX Runtime" in stats[-1]["backend_reason"]
+
+
+def test_run_int8_steps_the_quantised_graph_and_says_so(tmp_path):
+    from tests.models.data_helpers import tiny_synthetic_set
+
+    clips = tiny_synthetic_set(tmp_path / "clips", clips_per_class=1, clip_frames=6, stream_s=0)
+    write_model(tmp_path / "m.pt")
+    out = tmp_path / "out.jsonl"
+    result = dcrn(
+        "run", "--model", str(tmp_path / "m.pt"), "--source", "synthetic:?fps=30", "--max-frames", "3",
+        "--int8", "--calibration", str(clips), "--sink", f"jsonl:{out}", "--cache-dir", str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "backend onnxruntime (INT8 encoder) on cpu" in result.stderr
+    stats = [r for r in read_jsonl(out) if r["type"] == "stats"]
+    assert stats and all(r["backend"] == "onnxruntime" and r["int8"] for r in stats)
+    assert list((tmp_path / "cache" / "onnx").glob("*-int8-*.onnx"))
