@@ -202,6 +202,8 @@ class Pipeline:
                 self._write(record)
             stream.post = StreamPostprocessor(self.labels, self.config.postprocess)
             self.slots.add(stream.name)
+            if stream.capture is not None and stream.capture.resize_to is not None:
+                stream.capture.resize_to = self.model.config.input_size  # capture threads resize for this model
             seq, pts = stream.last
             self._write(
                 {

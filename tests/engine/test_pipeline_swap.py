@@ -14,9 +14,9 @@ from dcrn.models.errors import BadCheckpoint
 SOURCE = "synthetic:?fps=30&width=64&height=48"
 
 
-def write_model(path, labels: tuple[str, ...], cell: str = "gru") -> str:
+def write_model(path, labels: tuple[str, ...], cell: str = "gru", input_size: int = 32) -> str:
     config = DCRNConfig(
-        num_classes=len(labels), labels=labels, encoder_widths=(8, 16), cell=cell, hidden_size=16, input_size=32
+        num_classes=len(labels), labels=labels, encoder_widths=(8, 16), cell=cell, hidden_size=16, input_size=input_size
     )
     save_checkpoint(path, DCRN(config).eval())
     return str(path)
@@ -31,7 +31,8 @@ def wait_for(condition, timeout: float = 10.0) -> None:
 
 def test_swap_model_switches_labels_without_reopening_the_source(tmp_path):
     first = write_model(tmp_path / "a.pt", ("still", "wave"))
-    second = write_model(tmp_path / "b.pt", ("nothing", "knock", "door"), cell="lstm")  # another state shape
+    # another state shape and input size
+    second = write_model(tmp_path / "b.pt", ("nothing", "knock", "door"), cell="lstm", input_size=48)
     records: list[dict] = []
     frames: list[int] = []
     config = PipelineConfig(sources=[SOURCE], model=first, threads=1, stats_interval_s=0)
@@ -58,6 +59,7 @@ def test_swap_model_switches_labels_without_reopening_the_source(tmp_path):
     assert after[0]["frame"] == event["frame"] + 1, "the next frame of the same stream: nothing reopened"
     assert not any(r.get("event") in ("stream_ended", "stream_lost") for r in records[:-1])
     assert pipeline.labels == ("nothing", "knock", "door")
+    assert pipeline.streams[0].capture.resize_to == 48, "capture threads resize for the new model"
 
 
 def test_a_bad_checkpoint_fails_the_swap_and_the_old_model_runs_on(tmp_path):
