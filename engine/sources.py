@@ -56,7 +56,7 @@ class SourceOptions:
     loop: bool = False  # files: start again at the end (each loop is a discontinuity)
     low_delay: bool = True  # RTSP: rtsp_transport;tcp|fflags;nobuffer|flags;low_delay, small probe
     backend: str = "auto"  # network streams: "pyav", "opencv", or "auto" (PyAV when installed)
-    decode_threads: int = 1  # PyAV decoder threads per stream; 1 scales best over many streams, 0: FFmpeg's choice
+    decode_threads: int = 1  # PyAV decode + RGB conversion threads per stream; 1 scales best, 0: FFmpeg's choice
 
     def __post_init__(self) -> None:
         if not self.timeout_s > 0:

@@ -261,7 +261,9 @@ class StreamSource(Source):
             else:
                 bad = 0
             for frame in frames:
-                image = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+                # threads: swscale's automatic choice started and ended threads for every frame here
+                # (0.75 ms of CPU per 640x480 frame, against 0.14 ms on the capture thread alone).
+                image = np.ascontiguousarray(frame.to_ndarray(format="rgb24", threads=self.options.decode_threads))
                 self._queue.append((image, self._pts(frame.time), None))
             if self._queue:
                 return self._queue.pop(0)
