@@ -42,7 +42,8 @@ from .video_io import read_video
 log = logging.getLogger(__name__)
 
 INPUT_SIZE = 96  # frames are resized to 96 x 96 before the flow is measured
-L2_CHOICES = (1e-3, 1e-2, 1e-1)  # regularisation strengths tried by cross-validation (per standardised unit)
+L2_CHOICES = (0.1, 1.0, 10.0)  # regularisation strengths tried by cross-validation (on standardised units)
+DEFAULT_L2 = 1.0  # when there are too few clips to cross-validate
 WARMUP_FRAMES = 8  # frames at a clip's start left out of the fit: the memory has seen too little yet
 MAX_FOLDS = 5
 FEATURE_RECIPE = 2  # bump when the features change, so stale caches are not reused
@@ -134,21 +135,16 @@ def teach(options: TeachOptions) -> TeachReport:
     folds, split = cv_folds(index.samples, labels)
 
     l2_choices = (options.l2,) if options.l2 is not None else L2_CHOICES
-    scored = []
     if folds:
-        total = len(folds) * len(l2_choices)
-        for k, l2 in enumerate(l2_choices):
-            _check(options.cancel)
-            pred = cross_validate(memories, labels, folds, len(index.classes), l2)
-            per_fold = [float(np.mean(pred[test] == labels[test])) for test in folds]
-            scored.append((float(np.mean(pred == labels)), l2, pred, per_fold))
-            _report(options.progress, "cross-validation", (k + 1) * len(folds), total)
-        best = max(scored, key=lambda s: (round(s[0], 6), s[1]))  # ties: the stronger regularisation
-        accuracy, l2, pred, per_fold = best
+        l2, pred, per_fold = choose_l2(
+            memories, labels, folds, len(index.classes), l2_choices, options.progress, options.cancel
+        )
+        accuracy = float(np.mean(pred == labels))
         confusion = np.zeros((len(index.classes),) * 2, dtype=int)
         np.add.at(confusion, (labels, pred), 1)
     else:
-        accuracy, l2, per_fold, confusion = None, options.l2 or L2_CHOICES[-1], [], np.zeros((0, 0), dtype=int)
+        accuracy, l2, per_fold = None, options.l2 or DEFAULT_L2, []
+        confusion = np.zeros((0, 0), dtype=int)
 
     _check(options.cancel)
     _report(options.progress, "training", 0, 1)
@@ -219,12 +215,28 @@ def cv_folds(samples: Sequence[Sample], labels: np.ndarray) -> tuple[list[np.nda
     return [np.flatnonzero(assignment == f) for f in range(folds_n)], "clip"
 
 
+def choose_l2(memories, labels, folds, num_classes: int, choices=L2_CHOICES, progress=None, cancel=None):
+    """The regularisation with the best cross-validated accuracy (ties: the stronger one).
+
+    Returns (l2, the held-out prediction of every clip, accuracy per fold).
+    """
+    scored = []
+    for k, l2 in enumerate(choices):
+        _check(cancel)
+        pred = cross_validate(memories, labels, folds, num_classes, l2)
+        per_fold = [float(np.mean(pred[test] == labels[test])) for test in folds]
+        scored.append((round(float(np.mean(pred == labels)), 6), l2, pred, per_fold))
+        _report(progress, "cross-validation", (k + 1) * len(folds), len(choices) * len(folds))
+    _, l2, pred, per_fold = max(scored, key=lambda s: (s[0], s[1]))
+    return l2, pred, per_fold
+
+
 def cross_validate(memories, labels: np.ndarray, folds, num_classes: int, l2: float) -> np.ndarray:
     """Last-frame prediction of every clip by a head fitted without its fold."""
     pred = np.empty_like(labels)
     for test in folds:
         train = np.setdiff1d(np.arange(len(labels)), test)
-        mean, std = _stats([memories[i] for i in train])
+        mean, std = frame_stats([memories[i] for i in train])
         weight, bias = fit_softmax([memories[i] for i in train], labels[train], num_classes, l2, mean, std)
         last = np.stack([memories[i][-1] for i in test])
         pred[test] = (((last - mean) / std) @ weight.T + bias).argmax(1)
@@ -233,7 +245,7 @@ def cross_validate(memories, labels: np.ndarray, folds, num_classes: int, l2: fl
 
 def fit_model(model: DCRN, memories, labels: np.ndarray, l2: float) -> None:
     """Fit the cell's standardisation and the linear head on every clip, in place."""
-    mean, std = _stats(memories)
+    mean, std = frame_stats(memories)
     weight, bias = fit_softmax(memories, labels, model.config.num_classes, l2, mean, std)
     with torch.no_grad():
         model.cell.out_mean.copy_(torch.from_numpy(mean))
@@ -243,7 +255,7 @@ def fit_model(model: DCRN, memories, labels: np.ndarray, l2: float) -> None:
         linear.bias.copy_(torch.from_numpy(bias))
 
 
-def _stats(memories) -> tuple[np.ndarray, np.ndarray]:
+def frame_stats(memories) -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate([m[min(WARMUP_FRAMES, len(m) - 1) :] for m in memories])
     return x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-4).astype(np.float32)
 
