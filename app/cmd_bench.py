@@ -241,7 +241,8 @@ def _load_model(name: str, input_size: int, folder: Path) -> tuple[Any, dict, st
     params = sum(p.numel() for p in model.parameters())
     encoder = f"seed CNN {'-'.join(map(str, config.encoder_widths))}" if config.encoder == "seed" else config.encoder
     summary = (
-        f"{encoder} + {config.cell.upper()} {config.hidden_size}, {config.input_size} px, "
+        f"{encoder} + {config.cell.upper()} {getattr(model.cell, 'out_features', config.hidden_size)}, "
+        f"{config.input_size} px, "
         f"{config.num_classes} classes, {params:,} parameters"
     )
     return model, {"name": label, "summary": summary, "parameters": params, "config": config.to_dict()}, checkpoint
