@@ -283,7 +283,7 @@ class StreamSource(Source):
             step, wall_step = pts - last_pts, now - last_now
             if step < 0 or step > wall_step + MAX_PTS_LEAD_S:  # went back, or leapt ahead of the clock
                 self.timestamp_jumps += 1
-                level = logging.WARNING if self.timestamp_jumps == 1 else logging.DEBUG
+                level = logging.INFO if self.timestamp_jumps == 1 else logging.DEBUG  # RTSP: often at RTCP sync
                 log.log(
                     level,
                     "%s: timestamps jumped by %+.3f s (%d so far): re-anchored",

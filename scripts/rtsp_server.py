@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
+    server.set_backlog(64)  # many clients connect at once in the many-camera runs (the default is 5)
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch_line(args))
     factory.set_shared(True)  # every client watches the same live camera, as with a real one
