@@ -359,6 +359,8 @@ def _pyav_error(exc: BaseException, prefix: str, timeout: float, *, stalled: boo
         return SourceNotFound(f"{prefix}: the server has no stream at this path (404 Not Found)")
     if name in ("HTTPUnauthorizedError", "HTTPForbiddenError"):
         return SourceError(f"{prefix}: the server refused the credentials ({message.strip()})")
+    if isinstance(exc, OSError) and exc.errno == errno.EPERM:  # FFmpeg's RTSP PLAY answered with an error status
+        return SourceError(f"{prefix}: the server refused to start the stream")
     if isinstance(exc, av.error.InvalidDataError):
         return SourceUnreadable(f"{prefix}: not a video stream ({message.strip()})")
     if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET, errno.EIO):
