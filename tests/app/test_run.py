@@ -355,3 +355,9 @@ def test_run_int8_steps_the_quantised_graph_and_says_so(tmp_path):
     stats = [r for r in read_jsonl(out) if r["type"] == "stats"]
     assert stats and all(r["backend"] == "onnxruntime" and r["int8"] for r in stats)
     assert list((tmp_path / "cache" / "onnx").glob("*-int8-*.onnx"))
+
+
+def test_stall_timeout_must_be_positive_and_is_listed_in_help(model_path):
+    refused = dcrn("run", "--source", "synthetic:", "--model", str(model_path), "--stall-timeout", "0")
+    assert refused.returncode == 2 and "stall_s must be positive" in refused.stderr
+    assert "--stall-timeout" in dcrn("run", "--help").stdout
