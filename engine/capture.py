@@ -16,7 +16,8 @@ area resize that training used): that work then runs beside the model, on as man
 streams, instead of on the model's thread (OpenCV releases the GIL while it resizes).
 
 A frame whose resolution or frame rate differs from the previous one (a camera that came back with
-other settings) is a discontinuity, and ``stream_changed`` says what changed, after ``stream_restored``.
+other settings) is a discontinuity, and ``stream_changed`` says what changed; it is emitted before that
+frame is put (so before ``stream_restored`` after a reconnect).
 When the thread exits, for whatever reason, it closes the source and the ring, so a consumer waiting
 in ``ring.get()`` wakes up, drains what is left and sees None.
 
@@ -146,7 +147,10 @@ class Capture:
                 now_shape = (image.shape[0], image.shape[1], round(source.fps, 3) if source.fps else None)
                 changed = shape is not None and now_shape != shape
                 discontinuity = discontinuity or changed
-                before, shape = shape, now_shape
+                if changed:  # before the frame is put: the pipeline writes it before the frame's prediction
+                    self.changes += 1
+                    self._emit(STREAM_CHANGED, seq, pts, f"{_describe(now_shape)}, was {_describe(shape)}")
+                shape = now_shape
                 self.ring.put(
                     Frame(
                         stream=source.name,
@@ -163,9 +167,6 @@ class Capture:
                 if lost:
                     lost = False
                     self._emit(STREAM_RESTORED, seq, pts)
-                if changed:
-                    self.changes += 1
-                    self._emit(STREAM_CHANGED, seq, pts, f"{_describe(now_shape)}, was {_describe(before)}")
                 seq += 1
                 self.frames = seq
                 last_pts = pts
