@@ -320,3 +320,50 @@ def test_sources_open_together_so_cameras_that_do_not_answer_cost_one_open_timeo
     finally:
         for source in sources:
             source.close()
+
+
+def test_the_pipeline_writes_changed_and_restored_before_the_new_frames_and_resets_the_state(rtsp_server, tmp_path):
+    from dcrn.engine.pipeline import Pipeline, PipelineConfig
+    from tests.engine.test_pipeline import write_model
+
+    write_model(tmp_path / "model.pt")
+    records: list[dict] = []
+    config = PipelineConfig(
+        sources=[rtsp_server.url],
+        model=str(tmp_path / "model.pt"),
+        timeout_s=3.0,
+        stall_s=STALL_S,
+        backoff_s=(0.1, 0.4),
+    )
+    pipeline = Pipeline(config, on_record=records.append)
+    runner = threading.Thread(target=pipeline.run, daemon=True)
+    runner.start()
+    try:
+
+        def wait(match, timeout=15.0):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if any(match(r) for r in list(records)):
+                    return
+                time.sleep(0.05)
+            raise AssertionError(f"no such record within {timeout} s; saw {[r.get('event') for r in records]}")
+
+        wait(lambda r: r["type"] == "prediction")
+        rtsp_server.kill()
+        wait(lambda r: r.get("event") == STREAM_LOST)
+        rtsp_server.width, rtsp_server.height = 640, 480
+        rtsp_server.start()
+        wait(lambda r: r.get("event") == STREAM_RESTORED)
+        restored = next(r for r in records if r.get("event") == STREAM_RESTORED)
+        wait(lambda r: r["type"] == "prediction" and r["frame"] >= restored["frame"] + 5)
+    finally:
+        pipeline.stop()
+        runner.join(timeout=20)
+    assert not runner.is_alive()
+    events = [r["event"] for r in records if r["type"] == "event" and r["event"].startswith("stream_")]
+    assert events[:3] == [STREAM_LOST, STREAM_CHANGED, STREAM_RESTORED]
+    changed_at = next(i for i, r in enumerate(records) if r.get("event") == STREAM_CHANGED)
+    assert records[changed_at]["detail"].startswith("640x480")
+    later = [r for r in records[:changed_at] if r["type"] == "prediction" and r["frame"] >= restored["frame"]]
+    assert not later, "a prediction of the new format came before stream_changed"
+    assert pipeline.slots.resets("127.0.0.1-test") >= 2  # the first frame, and the first after the change
