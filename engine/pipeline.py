@@ -37,7 +37,7 @@ from dcrn.engine.ring import FrameRing, RingFrame
 from dcrn.engine.sinks import Sink
 from dcrn.engine.slots import StateSlots
 from dcrn.engine.sources import Source, SourceOptions, open_sources
-from dcrn.engine.stats import StreamStats, log_line
+from dcrn.engine.stats import StreamStats, log_line, total_line
 from dcrn.models.checkpoint import load_checkpoint
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError
@@ -481,13 +481,17 @@ class Pipeline:
         if not force and (interval <= 0 or now - self._last_stats < interval):
             return
         self._last_stats = now
+        records = []
         for stream in self.streams:
             stream.stats.dropped = stream.ring.dropped + stream.discarded
             record = stream.stats.record()
+            records.append(record)
             if self.choice is not None:  # which backend made these numbers, and why it was chosen
                 record |= self.choice.record_fields()
             self._write(record)
             log.info("%s", log_line(record))
+        if len(records) > 1:
+            log.info("%s", total_line(records))
         self._flush()
 
     # -- shutdown ------------------------------------------------------------------------------------

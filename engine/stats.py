@@ -109,5 +109,18 @@ def log_line(record: dict) -> str:
     )
 
 
+def total_line(records: list[dict]) -> str:
+    """All streams' stats records of one moment as one log line: total fps, frames and drops, the worst p99."""
+    frames = sum(r["frames"] for r in records)
+    dropped = sum(r["dropped"] for r in records)
+    share = 100.0 * dropped / (frames + dropped) if frames + dropped else 0.0
+    worst = max((r["latency_ms_p99"] for r in records if r["latency_ms_p99"] is not None), default=None)
+    slowest = min((r["fps"] for r in records), default=0.0)
+    return (
+        f"all {len(records)} streams: {sum(r['fps'] for r in records):.1f} fps (slowest {slowest:.1f}), "
+        f"{frames} frames, {dropped} dropped ({share:.2f}%), worst latency p99 {_fmt(worst)} ms"
+    )
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"

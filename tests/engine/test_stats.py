@@ -44,3 +44,15 @@ def test_stats_record_has_the_design_schema_and_per_stage_latency():
     assert set(record["stages"]) == {"capture", "preprocess", "step", "sink"}
     assert record["stages"]["step"] == {"p50": 2.0, "p99": 2.0}
     assert "cam0" in log_line(record) and "step 2.0/2.0" in log_line(record)
+
+
+def test_total_line_sums_the_streams_and_names_the_worst():
+    from dcrn.engine.stats import total_line
+
+    records = [
+        {"frames": 990, "dropped": 10, "fps": 24.9, "latency_ms_p99": 80.0},
+        {"frames": 1000, "dropped": 0, "fps": 25.0, "latency_ms_p99": 120.5},
+        {"frames": 0, "dropped": 0, "fps": 0.0, "latency_ms_p99": None},
+    ]
+    line = total_line(records)
+    assert line == "all 3 streams: 49.9 fps (slowest 0.0), 1990 frames, 10 dropped (0.50%), worst latency p99 120.5 ms"
