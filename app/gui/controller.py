@@ -32,7 +32,7 @@ DEMO_MODEL_NOTICE = (
     "The default model knows only the demo stream's synthetic actions (moving shapes), not what this "
     "source shows. Teach it your own actions: record a few clips of each, then train."
 )
-STALL_AFTER_S = 2.0  # no frame for this long while live -> "stalled"
+STALL_AFTER_S = 1.0  # no frame for this long while live -> "stalled" (the engine calls it lost at timeout_s)
 REFRESH_MS = 500  # status bar refresh and stall check
 
 

@@ -50,7 +50,7 @@ class SessionSpec:
     backend: str = "auto"  # auto: engine.backends.choose_backend, as dcrn run
     device: str = "auto"
     loop: bool = False  # video files play once and end (status 'ended'); True restarts them
-    timeout_s: float = 5.0  # network sources: open / read timeout before the stream counts as lost
+    timeout_s: float = 5.0  # network sources: open timeout, and no frame for this long -> the stream is lost
 
 
 @dataclass
@@ -138,6 +138,7 @@ class EngineWorker(QObject):
                 device=self.spec.device,
                 loop=self.spec.loop,
                 timeout_s=self.spec.timeout_s,
+                stall_s=self.spec.timeout_s,  # the status bar shows "stalled" first, then "reconnecting"
                 stats_interval_s=STATS_INTERVAL_S,
                 postprocess=PostprocessConfig(top_k=TOP_K),
                 threads=1,  # as `dcrn run`: the capture, pipeline and Qt threads share the cores

@@ -55,7 +55,7 @@ def test_window_stays_responsive_through_a_stall_a_loss_and_a_reconnect(qtbot, t
     before = set(threading.enumerate())
     gui = build(tmp_path / "settings.ini")
     qtbot.addWidget(gui.window)
-    gui.controller.timeout_s = 4.0  # stalled after 2 s without frames, lost after 4
+    gui.controller.timeout_s = 4.0  # stalled after 1 s without frames, lost after 4
     gui.window.show()
     gui.controller.start(source=server.url, model=model)
     qtbot.waitUntil(lambda: gui.controller.status == "live", timeout=30_000)
