@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 
 import cv2
+import numpy as np
 
 from dcrn.engine.errors import SourceError
 from dcrn.engine.frames import STREAM_CHANGED, STREAM_ENDED, STREAM_LOST, STREAM_RESTORED, Frame, StreamEvent
@@ -145,7 +146,7 @@ class Capture:
                 discontinuity = epoch != source.epoch
                 epoch = source.epoch
                 now_shape = (image.shape[0], image.shape[1], round(source.fps, 3) if source.fps else None)
-                changed = shape is not None and now_shape != shape
+                changed = shape is not None and _differs(now_shape, shape)
                 discontinuity = discontinuity or changed
                 if changed:  # before the frame is put: the pipeline writes it before the frame's prediction
                     self.changes += 1
@@ -177,7 +178,7 @@ class Capture:
             source.close()
             self.ring.close()
 
-    def _small(self, image):
+    def _small(self, image: np.ndarray) -> np.ndarray | None:
         size = self.resize_to
         if size is None or image.shape[:2] == (size, size):
             return None
@@ -198,6 +199,13 @@ class Capture:
             except Exception as exc:  # unexpected, but a live source should keep trying
                 log.warning("%s: reopen failed unexpectedly: %s", self.source.name, redact(str(exc)))
             delay = min(delay * 2, cap)
+
+
+def _differs(shape: tuple[int, int, float | None], before: tuple[int, int, float | None]) -> bool:
+    """Another size, or another frame rate when both are known (OpenCV does not always know it)."""
+    if shape[:2] != before[:2]:
+        return True
+    return shape[2] is not None and before[2] is not None and shape[2] != before[2]
 
 
 def _describe(shape: tuple[int, int, float | None]) -> str:
