@@ -34,7 +34,7 @@ import torch
 from . import flow_cell
 from .checkpoint import save_checkpoint
 from .config import DCRNConfig
-from .data import DataIndex, Sample, scan
+from .data import DataIndex, Sample, scan, scan_splits
 from .dcrn import DCRN
 from .errors import DataError
 from .video_io import read_video
@@ -169,8 +169,15 @@ def teach(options: TeachOptions) -> TeachReport:
 
 
 def _dataset_index(root: Path, min_clips: int) -> DataIndex:
-    index = scan(root)
-    index = index.subset(index.clips)  # taught models learn from clips; streams are for `dcrn eval`
+    """The clips to learn from: the folder's class folders, or those of ``train/`` and ``val/`` inside it
+    (a ``test/`` folder is left alone for ``dcrn eval``); labelled streams are for ``dcrn eval`` too."""
+    if (root / "train").is_dir():
+        train, val = scan_splits(root)
+        held = val.samples if val is not None and val.root.name == "val" else ()
+        index = train.subset(train.samples + held)
+    else:
+        index = scan(root)
+    index = index.subset(index.clips)
     counts = {name: sum(s.label == i for s in index.samples) for i, name in enumerate(index.classes)}
     used = [name for name, n in counts.items() if n > 0]
     if len(used) < 2:

@@ -157,3 +157,11 @@ def test_dcrn_teach_on_a_missing_folder_is_one_line_and_exit_2(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
+
+
+def test_a_folder_with_train_and_test_inside_teaches_on_train_only(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root / "train", 2)
+    make_dataset(root / "test", 1, first_seed=500)
+    report = teach(TeachOptions(data=root, out=tmp_path / "m.pt"))
+    assert report.clips_per_label == {"pan_left": 2, "pan_right": 2, "still": 2}
