@@ -36,7 +36,7 @@ from .checkpoint import save_checkpoint
 from .config import DCRNConfig
 from .data import DataIndex, Sample, scan, scan_splits
 from .dcrn import DCRN
-from .errors import DataError
+from .errors import DataError, DcrnError
 from .video_io import read_video
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ MAX_FOLDS = 5
 FEATURE_RECIPE = 2  # bump when the features change, so stale caches are not reused
 
 
-class TeachCancelled(DataError):
+class TeachCancelled(DcrnError):
     """Training was cancelled by the caller (``TeachOptions.cancel``)."""
 
 
