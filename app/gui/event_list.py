@@ -18,6 +18,7 @@ TITLES = {
     "stream_lost": "Stream lost",
     "stream_restored": "Stream restored",
     "stream_ended": "Stream ended",
+    "stream_changed": "Stream changed",  # another resolution or frame rate: the state was reset
     "session_started": "Started",
     "session_stopped": "Stopped",
     "error": "Error",
