@@ -335,23 +335,28 @@ class FeatureCache:
         return out
 
 
-@torch.no_grad()
-def clip_features(model: DCRN, path: Path, batch: int = 64) -> np.ndarray:
+def clip_features(model: DCRN, path: Path) -> np.ndarray:
     """A clip's per-frame flow features (T, F), exactly as the streaming step computes them."""
     frames, _ = read_video(path, model.config.input_size)  # (T, S, S, 3)
     if len(frames) == 0:
         raise DataError(f"{path}: no frames could be decoded")
+    return frame_features(model, frames)
+
+
+@torch.no_grad()
+def frame_features(model: DCRN, frames: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Consecutive frames (T, S, S, 3) uint8 RGB of one stream, from a fresh state -> flow features (T, F)."""
+    mean = torch.tensor(model.config.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.config.std).view(1, 3, 1, 1)
     out = []
     prev = None
     for start in range(0, len(frames), batch):
         x = torch.from_numpy(frames[start : start + batch]).permute(0, 3, 1, 2).float() / 255  # (b, 3, S, S)
-        mean = torch.tensor(model.config.mean).view(1, 3, 1, 1)
-        std = torch.tensor(model.config.std).view(1, 3, 1, 1)
         maps = model.encode((x - mean) / std)  # (b, C, H, W)
         before = torch.cat([maps[:1] * 0 if prev is None else prev, maps[:-1]])
         seen = torch.ones(len(maps), 1)
         if prev is None:
-            seen[0] = 0
+            seen[0] = 0  # a stream's first frame has no change
         out.append(model.cell.frame_features(maps, before, seen))
         prev = maps[-1:]
     return torch.cat(out).numpy()

@@ -51,6 +51,7 @@ from dcrn.models.teach import (  # noqa: E402
     choose_l2,
     cv_folds,
     fit_softmax,
+    frame_features,
     frame_stats,
     teach_config,
 )
@@ -210,16 +211,9 @@ def select_l2(memories, labels: np.ndarray, num_classes: int) -> float:
 
 def evaluate_set(name, folder, classes, folds, model, cache) -> dict:
     paths, memories, labels, groups, shuffled = load_set(folder, classes, cache, model)
-    shuffled_memories = []
-    for frames in shuffled:
-        tmp = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
-        maps = model.encode(tmp)
-        before = torch.cat([maps[:1] * 0, maps[:-1]])
-        seen = torch.ones(len(maps), 1)
-        seen[0] = 0
-        with torch.no_grad():
-            u = model.cell.frame_features(maps, before, seen)
-        shuffled_memories.append(model.cell.memory_trajectory(u).numpy())
+    shuffled_memories = [
+        model.cell.memory_trajectory(torch.from_numpy(frame_features(model, frames))).numpy() for frames in shuffled
+    ]
     appearance = [np.asarray(cv2.resize(read_video(p, 24)[0].mean(0).mean(-1), (12, 12))).ravel() for p in paths]
     result = {"classes": list(classes), "clips": len(labels), "groups": len(set(groups)), "shots": {}}
     for shots in SHOTS:
