@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from dcrn.engine.cluster import ClusterRun
     from dcrn.engine.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3.0,
         metavar="S",
         help="a network stream that sends no frame for S seconds is lost and reopened (default 3)",
+    )
+    cluster = parser.add_argument_group("cluster (docs/SCALING.md)")
+    cluster.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="spread the streams over a Ray cluster: HOST:PORT of its head, or 'auto' ($RAY_ADDRESS, else an "
+        "embedded Ray on this machine); records still go to the sinks named here",
+    )
+    cluster.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="STREAM=SELECTOR",
+        help="--cluster: run streams matching STREAM (a glob) only on nodes with resource:NAME, in ip:CIDR "
+        "or with node:ID; repeatable",
+    )
+    cluster.add_argument(
+        "--node-timeout",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="--cluster: a stream whose node has not answered for S seconds moves to another node (default 3)",
     )
 
 
@@ -179,14 +202,25 @@ def main(args: argparse.Namespace) -> int:
 
     from dcrn.engine.pipeline import Pipeline
     from dcrn.engine.sinks import parse_sink
+    from dcrn.models.errors import ConfigError
 
     sinks = [parse_sink(spec) for spec in args.sink or ["stdout"]]
     config = pipeline_config(args, args.source, pace=not args.no_pace, loop=args.loop, timeout_s=args.timeout)
     config = replace(config, stall_s=args.stall_timeout)  # replace() validates it like every other field
-    return run_pipeline(Pipeline(config, sinks))
+    if args.cluster is None:
+        if args.pin:
+            raise ConfigError("--pin needs --cluster")
+        return run_pipeline(Pipeline(config, sinks))
+    from dcrn.engine.cluster import ClusterRun, Pin
+
+    run = ClusterRun(
+        config, sinks, address=args.cluster, pins=[Pin.parse(p) for p in args.pin], node_timeout_s=args.node_timeout
+    )
+    run.connect()  # on the main thread: Ray starts or joins here
+    return run_pipeline(run)
 
 
-def run_pipeline(pipeline: Pipeline) -> int:
+def run_pipeline(pipeline: Pipeline | ClusterRun) -> int:
     """Run on a worker thread; SIGINT / SIGTERM ask it to stop. Errors from the run are raised here.
 
     The main thread only waits, so signal handlers never interrupt the pipeline inside a lock. A second

@@ -412,6 +412,29 @@ def open_source(uri: str | int, *, name: str | None = None, options: SourceOptio
     return FileSource(text, name=name, options=options)
 
 
+def source_name(uri: str | int) -> str:
+    """The stream name :func:`open_source` gives ``uri`` by default, found without opening it."""
+    text = str(uri).strip()
+    match = re.fullmatch(r"(?:/dev/video)?(\d+)", text)
+    if match:
+        return f"cam{int(match[1])}"
+    if text.startswith("synthetic:"):
+        return "synthetic"
+    try:
+        scheme = urlsplit(text).scheme.lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", text) else ""
+    except ValueError:
+        scheme = ""
+    if scheme in STREAM_SCHEMES:
+        from dcrn.engine.stream_source import default_stream_name
+
+        return default_stream_name(text)
+    if scheme == "file":
+        from urllib.parse import unquote
+
+        text = unquote(urlsplit(text).path)
+    return _safe_name(Path(text).stem) or "file"
+
+
 def open_sources(
     uris: Sequence[str | int], *, names: Sequence[str | None] | None = None, options: SourceOptions | None = None
 ) -> list[Source]:
