@@ -374,9 +374,10 @@ class ClusterRun:
             address = self.address
             if address == "auto" and not os.environ.get("RAY_ADDRESS"):
                 self._owns_ray = True
-                address = None  # an embedded instance for this run
+                address = "local"  # a new embedded instance for this run, whatever else runs here
             elif address == "auto":
                 address = os.environ["RAY_ADDRESS"]
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the site
             logging.getLogger("ray").setLevel(logging.ERROR)  # its start-up notes are not the user's business
             try:
                 ray.init(

@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpus", type=float, default=1.0, help="Ray CPUs of each worker node (default 1)")
     parser.add_argument("--cores", default="", help="comma-separated cores, worker node K pinned to the K-th")
     parser.add_argument("--dashboard", action="store_true", help="start the dashboard on the head (127.0.0.1)")
+    parser.add_argument("--temp-dir", help="Ray's session folder, logs included (default /tmp/ray); keep it short")
     return parser.parse_args(argv)
 
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         head_node_args={
             **common,
             "num_cpus": 0,
+            "temp_dir": args.temp_dir,
             "include_dashboard": args.dashboard,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": 0 if args.dashboard else None,
