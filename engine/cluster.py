@@ -59,6 +59,8 @@ BUFFER_MAX = 100_000  # records an actor keeps for the driver before it drops th
 SUSPECT_S = 30.0  # a node where a stream was lost gets no new stream for this long (unless it is the only one)
 WAIT_LOG_S = 10.0  # a stream with no node to go to says so this often
 COST_UNKNOWN = 0.1  # CPU (cores) assumed for a stream before any stream was measured
+# Set to "0" before Ray is imported, Ray takes this machine's address to be 127.0.0.1 (its only effect).
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class ClusterError(DcrnError, RuntimeError):
@@ -364,6 +366,8 @@ class ClusterRun:
     def connect(self) -> None:
         if self.address != "auto" or os.environ.get("RAY_ADDRESS"):
             _check_reachable(self.address if self.address != "auto" else os.environ["RAY_ADDRESS"])
+        else:  # an embedded instance listens on the loopback interface only: nothing outside sees it
+            os.environ.setdefault(LOOPBACK_ONLY, "0")
         try:
             import ray
         except ImportError:
@@ -768,8 +772,8 @@ def _check_reachable(address: str) -> None:
 
     Ray reads a loopback address as "this machine's network address". A head bound to the loopback
     interface only (``ray start --head --node-ip-address 127.0.0.1``, as the tests run it) is then out of
-    reach; in that case this machine is told to be 127.0.0.1 for Ray (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
-    only makes Ray's node address the loopback one), before Ray is imported.
+    reach; in that case this machine is told to be 127.0.0.1 for Ray (``LOOPBACK_ONLY``), before Ray is
+    imported.
     """
     host, _, port_text = address.removeprefix("ray://").rpartition(":")
     host = host.strip("[]")
@@ -781,7 +785,7 @@ def _check_reachable(address: str) -> None:
     if host in ("localhost", "::1") or host.startswith("127."):
         outward = _outward_address()
         if outward is None or not _answers(outward, port):
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            os.environ.setdefault(LOOPBACK_ONLY, "0")
 
 
 def _answers(host: str, port: int, timeout_s: float = 2.0) -> bool:
