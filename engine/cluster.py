@@ -35,6 +35,7 @@ project installed).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import ipaddress
 import logging
 import os
@@ -45,6 +46,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from dcrn.engine.redact import redact
 from dcrn.engine.sinks import Sink
@@ -183,7 +185,7 @@ class StreamHost:
     frames finished, running action ended, final stats).
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, checkpoint: tuple[str, str, bytes] | None = None) -> None:
         import ray
 
         from dcrn.engine.pipeline import Pipeline
@@ -196,17 +198,19 @@ class StreamHost:
         self._lock = threading.Lock()
         self._cpu0 = time.process_time()
         self._wall0 = time.monotonic()
+        self.model = _materialise(checkpoint) if checkpoint is not None else model
         try:  # warm: imports, the checkpoint file and its graph cache, before any stream needs them
-            load_checkpoint(model)
+            load_checkpoint(self.model)
         except Exception:
-            log.debug("warming with %s failed; the stream will say why", model, exc_info=True)
+            log.debug("warming with %s failed; the stream will say why", self.model, exc_info=True)
 
     def start(self, config, name: str, uri: SecretURI) -> None:
         hosted = _Hosted(name)
         with self._lock:
             self.streams[name] = hosted
+        config = replace(config, sources=[str(uri)], names=[name], model=self.model)
         try:
-            hosted.pipeline = self._pipeline_class(replace(config, sources=[str(uri)], names=[name]), [hosted.sink])
+            hosted.pipeline = self._pipeline_class(config, [hosted.sink])
         except BaseException as exc:
             hosted.fail(exc)
             return
@@ -272,6 +276,29 @@ class _Hosted:
     def fail(self, exc: BaseException) -> None:
         self.error = redact(str(exc) or type(exc).__name__)
         self.done = True
+
+
+def _materialise(checkpoint: tuple[str, str, bytes]) -> str:
+    """The driver's checkpoint file as a file on this node (cached by content), its path."""
+    name, digest, data = checkpoint
+    folder = Path(os.environ.get("DCRN_CACHE_DIR") or Path.home() / ".cache" / "dcrn") / "cluster-models"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{digest}-{name}"
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # whole or not at all, also with two hosts on one machine
+    return str(path)
+
+
+def _checkpoint_blob(model: str) -> tuple[str, str, bytes] | None:
+    """A checkpoint file given by path travels with the hosts (other machines do not have it); a shipped
+    model name does not need to."""
+    path = Path(model)
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    return path.name, hashlib.sha256(data).hexdigest()[:16], data
 
 
 def _quiet_logs() -> None:
@@ -359,6 +386,7 @@ class ClusterRun:
         self._connected = False
         self._owns_ray = False
         self._host_class = None
+        self._checkpoint = None  # ObjectRef of the checkpoint file's bytes, when the model is a file
         self._last_stats = 0.0
 
     # -- connection ------------------------------------------------------------------------------------
@@ -395,6 +423,8 @@ class ClusterRun:
                 raise ClusterError(f"cannot join the Ray cluster at {redact(self.address)}: {first}") from None
         self._connected = True
         self._host_class = host_class()
+        blob = _checkpoint_blob(str(self.config.model))
+        self._checkpoint = ray.put(blob) if blob is not None else None  # sent once, read by every host
         self._refresh_nodes()
         where = "an embedded Ray on this machine" if self._owns_ray else f"the Ray cluster at {self.address}"
         usable = self._usable()
@@ -468,7 +498,7 @@ class ClusterRun:
                 num_cpus=0,  # placement is ours, by measured load; Ray's CPU count would cap streams per node
                 max_restarts=0,  # a lost node's streams move; the driver writes what happened
                 max_task_retries=0,
-            ).remote(str(self.config.model))
+            ).remote(str(self.config.model), self._checkpoint)
             host = _Host(node, actor, time.monotonic())
             self.hosts[node.node_id] = host
         return host

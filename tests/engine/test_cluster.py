@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from dcrn.engine.cluster import ClusterRun, Pin
 from dcrn.engine.pipeline import PipelineConfig
 from dcrn.models.errors import ConfigError
 
+REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-Cl9ster"
 DCRN = [sys.executable, "-m", "dcrn.app"]
 
@@ -84,10 +86,15 @@ def test_nobody_at_the_address_is_one_line_and_exit_2(tmp_path):
 @pytest.mark.slow
 def test_cluster_auto_runs_an_embedded_ray_and_writes_like_one_box(tmp_path):
     out = tmp_path / "site.jsonl"
+    model = tmp_path / "mine.pt"  # a checkpoint file travels to the nodes (they may not share a disk)
+    model.write_bytes((REPO / "models" / "shipped" / "default.pt").read_bytes())
+    env = dict(os.environ, DCRN_CACHE_DIR=str(tmp_path / "cache"))
     result = dcrn(
         "run",
         "--cluster",
         "auto",
+        "--model",
+        str(model),
         "--source",
         "synthetic:",
         "--source",
@@ -99,6 +106,7 @@ def test_cluster_auto_runs_an_embedded_ray_and_writes_like_one_box(tmp_path):
         "--sink",
         f"jsonl:{out}",
         timeout=180,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_records(out)
@@ -112,6 +120,8 @@ def test_cluster_auto_runs_an_embedded_ray_and_writes_like_one_box(tmp_path):
     nodes = [r for r in records if r["type"] == "node_stats"]
     assert nodes and nodes[-1]["streams"] == 2 and nodes[-1]["cpus"] >= 1
     assert "embedded Ray" in result.stderr
+    (copy,) = (tmp_path / "cache" / "cluster-models").iterdir()
+    assert copy.name.endswith("-mine.pt") and copy.read_bytes() == model.read_bytes()
 
 
 # -- a real multi-node cluster ------------------------------------------------------------------------------
