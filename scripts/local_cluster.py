@@ -20,11 +20,13 @@ then reads commands on stdin, one per line, and answers each with one JSON line:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import secrets
 import sys
+from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,13 +39,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def pin(raylet: int, core: int) -> None:
+    """Every thread of the raylet and of the processes it started, on ``core``.
+
+    Affinity is per thread: pinning a process id pins its main thread only, and the raylet starts its
+    workers from other threads. Threads and processes made later inherit the core of the thread that
+    makes them, so once all are pinned the node stays on its core.
+    """
+    import psutil
+
+    for process in [psutil.Process(raylet), *psutil.Process(raylet).children(recursive=True)]:
+        for task in Path(f"/proc/{process.pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):  # the thread ended meanwhile
+                os.sched_setaffinity(int(task.name), {core})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     logging.basicConfig(level=logging.WARNING)
-    import psutil
     from ray.cluster_utils import Cluster
 
     cores = [int(c) for c in args.cores.split(",") if c.strip()]
@@ -68,12 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         node = cluster.add_node(**common, num_cpus=args.cpus, resources={f"worker{k}": 1.0})
         raylet = node.all_processes["raylet"][0].process.pid
         if k < len(cores):
-            pids = [raylet, *(p.pid for p in psutil.Process(raylet).children(recursive=True))]
-            for pid in pids:  # what the raylet starts from now on inherits the core
-                try:
-                    os.sched_setaffinity(pid, {cores[k]})
-                except OSError:
-                    pass
+            pin(raylet, cores[k])
         workers.append(node)
         return {"node_id": node.node_id, "pid": raylet, "core": cores[k] if k < len(cores) else None}
 
