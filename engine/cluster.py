@@ -61,6 +61,7 @@ BUFFER_MAX = 100_000  # records an actor keeps for the driver before it drops th
 SUSPECT_S = 30.0  # a node where a stream was lost gets no new stream for this long (unless it is the only one)
 WAIT_LOG_S = 10.0  # a stream with no node to go to says so this often
 COST_UNKNOWN = 0.1  # CPU (cores) assumed for a stream before any stream was measured
+CPU_SAMPLE_S = 2.0  # a host's CPU use is measured over this long
 # Set to "0" before Ray is imported, Ray takes this machine's address to be 127.0.0.1 (its only effect).
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -326,8 +327,10 @@ class _Host:
     pending: object | None = None  # an ObjectRef of drain() not yet answered
     asked: float = 0.0  # monotonic time the pending drain was sent
     answered: float | None = None  # monotonic time of the last answer (None: not answered yet)
-    cpu: tuple[float, float] | None = None  # (cpu_s, wall_s) at the last CPU sample
-    cores: float | None = None  # CPU cores the host process uses, measured (smoothed)
+    cpu: tuple[float, float] | None = None  # (cpu_s, wall_s) at the start of the current CPU sample
+    sample_start: float = 0.0  # monotonic time the current CPU sample began
+    cores: float | None = None  # CPU cores the host process used over the last complete sample
+    measured_since: float = 0.0  # monotonic start of that sample: streams placed before it ran through it
 
 
 @dataclass(eq=False)
@@ -336,6 +339,7 @@ class _ClusterStream:
     uri: SecretURI
     pins: list[Pin]
     host: _Host | None = None
+    placed_at: float = 0.0  # monotonic time of the current placement
     frames: int = 0  # predictions seen on this placement
     ever_ran: bool = False  # a prediction arrived on some placement
     lost_at: float | None = None  # monotonic time of a stream_lost not yet followed by stream_restored
@@ -469,24 +473,33 @@ class ClusterRun:
         trusted = [n for n in nodes if now - self.suspect.get(n.node_id, -1e9) > SUSPECT_S]
         return trusted or nodes
 
+    def _measured(self, host: _Host) -> list[_ClusterStream]:
+        """The streams of ``host`` that ran through its last CPU sample."""
+        if host.cores is None:
+            return []
+        return [s for s in self.streams if s.host is host and s.placed_at <= host.measured_since]
+
     def _stream_cost(self) -> float:
-        """CPU cores one stream takes: the median over hosts of measured cores per stream they run."""
-        samples = []
-        for host in self.hosts.values():
-            count = sum(1 for s in self.streams if s.host is host)
-            if host.cores is not None and count:
-                samples.append(host.cores / count)
+        """CPU cores one stream takes: the median over hosts of measured cores per measured stream."""
+        samples = [h.cores / len(m) for h in self.hosts.values() if (m := self._measured(h))]
         return statistics.median(samples) if samples else COST_UNKNOWN
 
     def _load(self, node: NodeInfo) -> float:
-        """Measured CPU of ``node``'s streams plus an estimate for those not measured yet, per CPU."""
+        """CPU cores in use on ``node`` per CPU: the host's measured use, plus the typical cost of each stream
+        placed there since that measurement began (just started, or moved there after a loss)."""
         host = self.hosts.get(node.node_id)
-        count = sum(1 for s in self.streams if s.host is not None and s.host.node.node_id == node.node_id)
-        if host is not None and host.cores is not None and host.cpu is not None:
-            used = max(host.cores, count * self._stream_cost() * 0.5)
-        else:
-            used = count * self._stream_cost()
+        on_node = [s for s in self.streams if s.host is not None and s.host.node.node_id == node.node_id]
+        measured = self._measured(host) if host is not None else []
+        used = (host.cores if measured else 0.0) + (len(on_node) - len(measured)) * self._stream_cost()
         return used / max(node.cpus, 1e-9)
+
+    def _choose(self, stream: _ClusterStream) -> NodeInfo | None:
+        """The node ``stream`` goes to: the least loaded per CPU among those it may use, the larger one on a
+        tie (None: no node it may use now)."""
+        candidates = self._candidates(stream)
+        if not candidates:
+            return None
+        return min(candidates, key=lambda n: (round(self._load(n), 3), -n.cpus, n.node_id))  # ties: more room
 
     def _host_on(self, node: NodeInfo) -> _Host:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -506,16 +519,16 @@ class ClusterRun:
     def _place(self, stream: _ClusterStream) -> bool:
         """Start ``stream`` on the least-loaded node it may use; False when there is none (yet)."""
         self._refresh_nodes()
-        candidates = self._candidates(stream)
-        if not candidates:
+        node = self._choose(stream)
+        if node is None:
             return False
-        node = min(candidates, key=lambda n: (round(self._load(n), 3), n.node_id))
         host = self._host_on(node)
         # The URI travels apart from the config, as a SecretURI: whatever shows the call's arguments shows
         # it redacted. The config carries the redacted form only.
         config = replace(self.config, sources=[redact(stream.uri)], names=[stream.name])
         host.actor.start.remote(config, stream.name, stream.uri)
         stream.host = host
+        stream.placed_at = time.monotonic()
         stream.frames = 0
         log.info("%s: placed on node %s (load %.2f per CPU)", stream.name, node.label, self._load(node))
         return True
@@ -591,14 +604,14 @@ class ClusterRun:
         return self.node_timeout_s if host.answered is not None else max(60.0, self.node_timeout_s)
 
     def _take(self, host: _Host, answer: dict) -> None:
-        host.answered = time.monotonic()
+        now = host.answered = time.monotonic()
         cpu = (answer["cpu_s"], answer["wall_s"])
         if host.cpu is None:
-            host.cpu = cpu
-        elif cpu[1] - host.cpu[1] > 1.0:
-            sample = (cpu[0] - host.cpu[0]) / (cpu[1] - host.cpu[1])
-            host.cores = sample if host.cores is None else 0.6 * host.cores + 0.4 * sample
-            host.cpu = cpu
+            host.cpu, host.sample_start = cpu, now
+        elif cpu[1] - host.cpu[1] >= CPU_SAMPLE_S:
+            host.cores = (cpu[0] - host.cpu[0]) / (cpu[1] - host.cpu[1])
+            host.measured_since = host.sample_start
+            host.cpu, host.sample_start = cpu, now
         by_name = {s.name: s for s in self.streams if s.host is host}
         for name, part in answer["streams"].items():
             stream = by_name.get(name)

@@ -67,6 +67,63 @@ def test_streams_are_named_as_on_one_box_and_pins_must_match_one():
         ClusterRun(config, pins=[Pin.parse("yard=resource:GPU")])
 
 
+def placement_run(nodes, sources=4, pins=()):
+    """A ClusterRun that knows ``nodes`` (no Ray: placement is plain arithmetic on what hosts measured)."""
+    from dcrn.engine.cluster import _Host
+
+    run = ClusterRun(PipelineConfig(sources=[f"synthetic:?seed={k}" for k in range(sources)]), pins=pins)
+    run.nodes = {n.node_id: n for n in nodes}
+    for node in nodes:
+        run.hosts[node.node_id] = _Host(node, actor=None, created=0.0)
+    return run
+
+
+def put(run, stream, node_id, at):
+    stream.host, stream.placed_at = run.hosts[node_id], at
+
+
+def test_placement_goes_by_measured_load_per_cpu():
+    from dcrn.engine.cluster import NodeInfo
+
+    small, big = NodeInfo("a" * 8, "10.0.0.1", {"CPU": 1.0}), NodeInfo("b" * 8, "10.0.0.2", {"CPU": 2.0})
+    run = placement_run([small, big])
+    first, second, third, fourth = run.streams
+    # Nothing measured: every stream counts the same, per CPU of its node.
+    assert run._choose(first) is big  # both empty: the larger node has more room
+    put(run, first, big.node_id, at=0.0)
+    assert run._choose(second) is small  # 0 against 0.5 stream per CPU
+    put(run, second, small.node_id, at=0.0)
+    assert run._choose(third) is big  # 1 stream per CPU against 0.5
+    put(run, third, big.node_id, at=0.0)
+    assert run._load(small) == run._load(big)  # 1 stream per CPU each
+    # Measured: the small node's stream turns out cheap, the big node's two expensive.
+    run.hosts[small.node_id].cores, run.hosts[small.node_id].measured_since = 0.1, 1.0
+    run.hosts[big.node_id].cores, run.hosts[big.node_id].measured_since = 1.6, 1.0
+    assert run._load(small) == pytest.approx(0.1) and run._load(big) == pytest.approx(0.8)
+    assert run._stream_cost() == pytest.approx(0.45)  # median of 0.1 and 0.8 per stream
+    assert run._choose(fourth) is small
+    # A stream placed after the measurement began counts at the typical cost until it is measured.
+    put(run, fourth, small.node_id, at=5.0)
+    assert run._load(small) == pytest.approx(0.1 + 0.45)
+
+
+def test_placement_keeps_pins_and_avoids_a_node_that_just_lost_streams():
+    from dcrn.engine.cluster import NodeInfo
+
+    gpu = NodeInfo("g" * 8, "10.0.1.5", {"CPU": 1.0, "GPU": 1.0})
+    plain = NodeInfo("p" * 8, "10.0.2.5", {"CPU": 8.0})
+    run = placement_run([gpu, plain], sources=2, pins=[Pin.parse("synthetic-2=resource:GPU")])
+    free, pinned = run.streams
+    assert run._choose(free) is plain and run._choose(pinned) is gpu
+    put(run, free, plain.node_id, at=0.0)
+    put(run, pinned, gpu.node_id, at=0.0)
+    assert run._choose(pinned) is gpu  # however loaded, it is the only node the pin allows
+    run.suspect[plain.node_id] = time.monotonic()  # streams were just lost there
+    del run.nodes[gpu.node_id]
+    assert run._choose(free) is plain  # suspect, but the only node left: better than none
+    assert run._choose(pinned) is None  # waits for a GPU node
+
+
 def test_nobody_at_the_address_is_one_line_and_exit_2(tmp_path):
     import socket
 
