@@ -71,9 +71,8 @@ class FoldScore:
     train_wall_s: float | None
 
 
-@torch.no_grad()
-def score_checkpoint(path: str | Path, data: Path, *, feature_cache: Path | None = None) -> FoldScore:
-    """Clip accuracy of a fold checkpoint on the groups it held out (read from its meta)."""
+def held_out_clips(path: str | Path, data: Path, *, feature_cache: Path | None = None):
+    """A fold checkpoint -> (model, meta, the clips of the groups it held out, their FeatureStore)."""
     model, meta = load_checkpoint(path)
     held = list((meta.get("trained_with") or {}).get("val_groups") or [])
     if not held:
@@ -84,15 +83,21 @@ def score_checkpoint(path: str | Path, data: Path, *, feature_cache: Path | None
     clips = index.subset([s for s in index.clips if s.group in held])
     if not clips.samples:
         raise DataError(f"{path}: held-out groups {held} select no clips in {data}")
-    store = FeatureStore(clips, model, cache_dir=feature_cache)
+    return model, meta, clips, FeatureStore(clips, model, cache_dir=feature_cache)
+
+
+@torch.no_grad()
+def score_checkpoint(path: str | Path, data: Path, *, feature_cache: Path | None = None) -> FoldScore:
+    """Clip accuracy of a fold checkpoint on the groups it held out (read from its meta)."""
+    model, meta, clips, store = held_out_clips(path, data, feature_cache=feature_cache)
     labels = np.array([s.label for s in clips.samples])
     preds = np.array([_last_frame_prediction(model, store.load(i)[0]) for i in range(len(clips))])
     recall = {
-        name: float(np.mean(preds[labels == c] == c)) for c, name in enumerate(index.classes) if (labels == c).any()
+        name: float(np.mean(preds[labels == c] == c)) for c, name in enumerate(clips.classes) if (labels == c).any()
     }
     return FoldScore(
         checkpoint=str(path),
-        val_groups=held,
+        val_groups=list(meta["trained_with"]["val_groups"]),
         num_clips=len(clips.samples),
         accuracy=float(np.mean(preds == labels)),
         balanced_accuracy=float(np.mean(list(recall.values()))),
