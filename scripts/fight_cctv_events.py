@@ -16,7 +16,8 @@ its last frame. A camera is different: the state is never reset between scenes, 
 4. ``fight`` events are matched to fight clips: an event is a **hit** when it overlaps a fight clip, a
    fight clip is **found** when an event overlaps it. Event precision = hits / events, recall = found /
    fight clips. **Delay** of a found clip: from its first frame to the first frame an event is running in
-   it (0 when an event that started earlier, on the clip before, runs into it; counted as ``carried``).
+   it, over the found clips where a new event starts; a clip that an event running since an earlier clip
+   runs into is found but ``carried``, with no delay of its own.
    Overlap is lenient (one event over the whole stream would score precision 1 and recall 1), so the
    frames are counted too: the fraction of fight and of noFight clips' frames inside a fight event, the
    fraction of event frames that lie on fight clips, and the clips half covered by events. Also: false
@@ -147,14 +148,17 @@ def fold_events(
     quiet = [s for s in segments if s["label"] != TARGET]
     overlaps = [[s for s in fights if a < s["end"] and b > s["start"]] for a, b in intervals]
     hits = sum(bool(o) for o in overlaps)
-    delays, carried, overhang = [], 0, []
+    delays, found, carried, overhang = [], 0, 0, []
     for s in fights:
         running = [(a, b) for a, b in intervals if a < s["end"] and b > s["start"]]
         if not running:
             continue
         first = max(min(a for a, _ in running), s["start"])
-        carried += first == s["start"] and min(a for a, _ in running) < s["start"]
-        delays.append(float(pts[first] - pts[s["start"]]))
+        found += 1
+        if min(a for a, _ in running) < s["start"]:
+            carried += 1  # an event from before the clip runs into it: no delay to measure
+        else:
+            delays.append(float(pts[first] - pts[s["start"]]))
         last_end = max(b for _, b in running)
         if last_end > s["end"]:
             overhang.append(float(pts[min(last_end, len(pts) - 1)] - pts[s["end"] - 1]))
@@ -165,10 +169,9 @@ def fold_events(
     on_fight = sum(int(active[s["start"] : s["end"]].sum()) for s in fights)
     nofight_s = sum(pts[s["end"] - 1] - pts[s["start"]] for s in quiet)
     false_events = len(intervals) - hits
-    found = len(delays)
     probs = logits[0].softmax(-1)[:, target].numpy()
     return {
-        "checkpoint": str(checkpoint),
+        "checkpoint": _shown(checkpoint),
         "val_groups": list(meta["trained_with"]["val_groups"]),
         "clips": len(segments),
         "fight_clips": len(fights),
@@ -201,6 +204,12 @@ def fold_events(
         "intervals": [[a, b] for a, b in intervals],
         "segments": segments,
     }
+
+
+def _shown(path: Path) -> str:
+    """A path as the JSON shows it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _mean_prob(probs: np.ndarray, segments: list[dict], before: str | None) -> float | None:
@@ -311,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         s["delay_s_mean"]["worst"],
     )
     log.info(
-        "frames inside fight events: %.3f of fight clips', %.3f of noFight clips'; %.3f of event frames on fights",
+        "frames inside fight events: %.3f of fight clips, %.3f of noFight clips; %.3f of event frames on fights",
         s["fight_frames_flagged"]["mean"],
         s["nofight_frames_flagged"]["mean"],
         s["event_frames_on_fight_clips"]["mean"],
