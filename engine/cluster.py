@@ -62,6 +62,7 @@ SUSPECT_S = 30.0  # a node where a stream was lost gets no new stream for this l
 WAIT_LOG_S = 10.0  # a stream with no node to go to says so this often
 COST_UNKNOWN = 0.1  # CPU (cores) assumed for a stream before any stream was measured
 CPU_SAMPLE_S = 2.0  # a host's CPU use is measured over this long
+EMBEDDED_STORE_BYTES = 256 * 1024 * 1024  # only records and one checkpoint pass through Ray's object store
 # Set to "0" before Ray is imported, Ray takes this machine's address to be 127.0.0.1 (its only effect).
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -416,8 +417,10 @@ class ClusterRun:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the site
             logging.getLogger("ray").setLevel(logging.ERROR)  # its start-up notes are not the user's business
             try:
+                embedded = {"object_store_memory": EMBEDDED_STORE_BYTES} if self._owns_ray else {}
                 ray.init(
                     address=address,
+                    **embedded,
                     include_dashboard=False if self._owns_ray else None,
                     log_to_driver=False,
                     logging_level=logging.ERROR,

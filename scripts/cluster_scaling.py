@@ -11,8 +11,8 @@ The camera is scripts/many_cameras.py's: one live GStreamer RTSP camera on 127.0
 stream. A real Ray cluster runs on this machine (scripts/local_cluster.py): a head with no CPU and one
 worker node per core. Core 0 holds this script, the camera server, the head and the ``dcrn run`` driver;
 one worker node gets core 1, two worker nodes get cores 0 and 1 (so node 0 shares its core with them).
-Ray starts a node's workers from threads that scripts/local_cluster.py did not pin, so every thread of a
-node (and of the one-box run) is held to its core here, twice a second.
+scripts/local_cluster.py pins every thread of a node when it starts; as a guard, every thread of a node
+(and of the one-box run) is put back on its core here twice a second (``threads_moved_back`` counts them).
 
 1. Capacity: for one node, then two, the stream count goes up ``--steps`` until a count is not live.
    Live: over the ``--window-s`` seconds after ``--warmup-s`` (counted from the moment every stream has
@@ -87,6 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--extra", default="", help="more dcrn run arguments, as one string")
     parser.add_argument("--start-timeout-s", type=float, default=120.0, help="for every stream to have frames (120)")
+    parser.add_argument(
+        "--only-two-nodes",
+        action="store_true",
+        help="only the two-node capacity series (no cost trials, no one-node series): to extend --steps upward",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "cluster-scaling")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
@@ -732,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args, summary: dict, url: str, timeline: CpuTimeline, pinner: CorePinner, save) -> None:
     trials = summary["trials"]
+    if args.only_two_nodes:
+        summary["capacity"] = {"two_nodes": two_nodes(args, trials, url, timeline, pinner, save)}
+        return
     costs = summary["cost"] = {"streams": args.cost_streams}
     costs["baseline_box"] = baseline(timeline, args.baseline_s, "camera server, no session")
     box = run_trial(args, f"cost-box-{args.cost_streams}", url, args.cost_streams, timeline, pinner)
@@ -762,14 +770,18 @@ def measure(args, summary: dict, url: str, timeline: CpuTimeline, pinner: CorePi
         scaling["one_node"] = capacity(args, trials, "one-node", one, url, timeline, pinner, save)
     finally:
         one.close()
+    scaling["two_nodes"] = two_nodes(args, trials, url, timeline, pinner, save)
+    one_live, two_live = scaling["one_node"]["largest_live"], scaling["two_nodes"]["largest_live"]
+    scaling["ratio_two_over_one"] = round(two_live / one_live, 3) if one_live else None
+
+
+def two_nodes(args, trials: list, url: str, timeline: CpuTimeline, pinner: CorePinner, save) -> dict:
     two = LocalCluster("two", TWO_NODE_CORES, pinner, timeline)
     try:
         two.start(args.out / "cluster-two.stderr.txt")
-        scaling["two_nodes"] = capacity(args, trials, "two-nodes", two, url, timeline, pinner, save)
+        return capacity(args, trials, "two-nodes", two, url, timeline, pinner, save)
     finally:
         two.close()
-    one_live, two_live = scaling["one_node"]["largest_live"], scaling["two_nodes"]["largest_live"]
-    scaling["ratio_two_over_one"] = round(two_live / one_live, 3) if one_live else None
 
 
 def render(summary: dict) -> str:
