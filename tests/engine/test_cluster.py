@@ -58,13 +58,13 @@ def test_pin_selectors():
 
 
 def test_streams_are_named_as_on_one_box_and_pins_must_match_one():
-    config = PipelineConfig(sources=["rtsp://u:p@10.0.0.5/live", "rtsp://u:p@10.0.0.5/live", "synthetic:", "3"])
-    run = ClusterRun(config, address="auto")
-    assert [s.name for s in run.streams] == ["10.0.0.5-live", "10.0.0.5-live-2", "synthetic", "cam3"]
+    uris = ["rtsp://u:p@10.0.0.5/live", "rtsp://u:p@10.0.0.5/live", "synthetic:", "3", "/videos/gate 1.mp4"]
+    run = ClusterRun(PipelineConfig(sources=uris), address="auto")
+    assert [s.name for s in run.streams] == ["10.0.0.5-live", "10.0.0.5-live-2", "synthetic", "cam3", "gate-1"]
     assert repr(run.streams[0].uri) == "'rtsp://***@10.0.0.5/live'"  # whatever shows the argument hides it
     assert str(run.streams[0].uri) == "rtsp://u:p@10.0.0.5/live"
     with pytest.raises(ConfigError, match="no stream is called 'yard'"):
-        ClusterRun(config, pins=[Pin.parse("yard=resource:GPU")])
+        ClusterRun(PipelineConfig(sources=uris), pins=[Pin.parse("yard=resource:GPU")])
 
 
 def placement_run(nodes, sources=4, pins=()):
