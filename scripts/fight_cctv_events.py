@@ -134,8 +134,23 @@ def fold_events(
         events += post.update(logits[0, k], record)[1]
     events += post.reset()  # the stream ends: a running action ends at the last frame
 
-    intervals = []  # fight events as [start, end) frames
-    started = None
+    probs = logits[0].softmax(-1)[:, target].numpy()
+    return {
+        "checkpoint": _shown(checkpoint),
+        "val_groups": list(meta["trained_with"]["val_groups"]),
+        "clips": len(segments),
+        "fight_clips": sum(s["label"] == TARGET for s in segments),
+        "frames": int(stream.shape[1]),
+        "duration_s": round(float(pts[-1]), 2),
+        "same_group_neighbours": sum(a["group"] == b["group"] for a, b in itertools.pairwise(segments)),
+        **score_events(event_intervals(events), segments, np.asarray(pts), probs),
+        "segments": segments,
+    }
+
+
+def event_intervals(events: list[dict]) -> list[tuple[int, int]]:
+    """The postprocessor's event records -> ``fight`` actions as [start, end) frame intervals."""
+    intervals, started = [], None
     for e in events:
         if e["label"] != TARGET:
             continue
@@ -144,6 +159,12 @@ def fold_events(
         elif e["event"] == ACTION_ENDED and started is not None:
             intervals.append((started, max(e["frame"], started + 1)))
             started = None
+    return intervals
+
+
+def score_events(intervals: list[tuple[int, int]], segments: list[dict], pts: np.ndarray, probs: np.ndarray) -> dict:
+    """Fight events (frame intervals) against the stream's clips (``segments``: label, start, end frames),
+    with every frame's time ``pts`` and fight probability ``probs``: the figures of the module notes."""
     fights = [s for s in segments if s["label"] == TARGET]
     quiet = [s for s in segments if s["label"] != TARGET]
     overlaps = [[s for s in fights if a < s["end"] and b > s["start"]] for a, b in intervals]
@@ -169,15 +190,7 @@ def fold_events(
     on_fight = sum(int(active[s["start"] : s["end"]].sum()) for s in fights)
     nofight_s = sum(pts[s["end"] - 1] - pts[s["start"]] for s in quiet)
     false_events = len(intervals) - hits
-    probs = logits[0].softmax(-1)[:, target].numpy()
     return {
-        "checkpoint": _shown(checkpoint),
-        "val_groups": list(meta["trained_with"]["val_groups"]),
-        "clips": len(segments),
-        "fight_clips": len(fights),
-        "frames": int(stream.shape[1]),
-        "duration_s": round(float(pts[-1]), 2),
-        "same_group_neighbours": sum(a["group"] == b["group"] for a, b in itertools.pairwise(segments)),
         "events": len(intervals),
         "hits": hits,
         "false_events": false_events,
@@ -193,16 +206,15 @@ def fold_events(
         "event_frames_on_fight_clips": round(on_fight / active.sum(), 4) if active.any() else None,
         "fight_frames_flagged": round(_fraction(active, fights), 4),
         "nofight_frames_flagged": round(_fraction(active, quiet), 4),
-        "fight_clips_half_flagged": round(float(np.mean([covered[id(s)] >= 0.5 for s in fights])), 4),
-        "nofight_clips_half_flagged": round(float(np.mean([covered[id(s)] >= 0.5 for s in quiet])), 4),
+        "fight_clips_half_flagged": _mean([covered[id(s)] >= 0.5 for s in fights]),
+        "nofight_clips_half_flagged": _mean([covered[id(s)] >= 0.5 for s in quiet]),
         "mean_fight_prob": {
-            "fight_clips": round(float(np.mean([probs[s["start"] : s["end"]].mean() for s in fights])), 4),
-            "nofight_clips": round(float(np.mean([probs[s["start"] : s["end"]].mean() for s in quiet])), 4),
+            "fight_clips": _mean([probs[s["start"] : s["end"]].mean() for s in fights]),
+            "nofight_clips": _mean([probs[s["start"] : s["end"]].mean() for s in quiet]),
             "nofight_clips_after_a_fight_clip": _mean_prob(probs, segments, TARGET),
             "nofight_clips_after_a_nofight_clip": _mean_prob(probs, segments, None),
         },
         "intervals": [[a, b] for a, b in intervals],
-        "segments": segments,
     }
 
 
@@ -215,12 +227,17 @@ def _shown(path: Path) -> str:
 def _mean_prob(probs: np.ndarray, segments: list[dict], before: str | None) -> float | None:
     """Mean fight probability over the noFight clips that follow a fight clip (``before`` = TARGET) or a
     noFight clip (None): how much of a fight the state carries into the next scene."""
-    means = [
-        probs[b["start"] : b["end"]].mean()
-        for a, b in itertools.pairwise(segments)
-        if b["label"] != TARGET and (a["label"] == TARGET) == (before == TARGET)
-    ]
-    return round(float(np.mean(means)), 4) if means else None
+    return _mean(
+        [
+            probs[b["start"] : b["end"]].mean()
+            for a, b in itertools.pairwise(segments)
+            if b["label"] != TARGET and (a["label"] == TARGET) == (before == TARGET)
+        ]
+    )
+
+
+def _mean(values: list) -> float | None:
+    return round(float(np.mean(values)), 4) if len(values) else None
 
 
 def _fraction(active: np.ndarray, segments: list[dict]) -> float:
