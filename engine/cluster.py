@@ -62,6 +62,7 @@ SUSPECT_S = 30.0  # a node where a stream was lost gets no new stream for this l
 WAIT_LOG_S = 10.0  # a stream with no node to go to says so this often
 COST_UNKNOWN = 0.1  # CPU (cores) assumed for a stream before any stream was measured
 CPU_SAMPLE_S = 2.0  # a host's CPU use is measured over this long
+NODES_TIMEOUT_S = 5.0  # the head lists its nodes within this time, or is taken to be gone
 EMBEDDED_STORE_BYTES = 256 * 1024 * 1024  # only records and one checkpoint pass through Ray's object store
 # Set to "0" before Ray is imported, Ray takes this machine's address to be 127.0.0.1 (its only effect).
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -392,6 +393,9 @@ class ClusterRun:
         self._owns_ray = False
         self._host_class = None
         self._checkpoint = None  # ObjectRef of the checkpoint file's bytes, when the model is a file
+        self._gcs: str | None = None  # HOST:PORT of the head's control service
+        self._head_checked = 0.0  # monotonic time of the last check that the head answers
+        self._head_silent_since: float | None = None
         self._last_stats = 0.0
 
     # -- connection ------------------------------------------------------------------------------------
@@ -429,6 +433,7 @@ class ClusterRun:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ClusterError(f"cannot join the Ray cluster at {redact(self.address)}: {first}") from None
         self._connected = True
+        self._gcs = ray.get_runtime_context().gcs_address  # the head, watched by _head_alive()
         self._host_class = host_class()
         blob = _checkpoint_blob(str(self.config.model))
         self._checkpoint = ray.put(blob) if blob is not None else None  # sent once, read by every host
@@ -459,8 +464,16 @@ class ClusterRun:
     def _refresh_nodes(self) -> None:
         import ray
 
+        answer: list = []
+        asking = threading.Thread(target=lambda: answer.append(ray.nodes()), name="dcrn-nodes", daemon=True)
+        asking.start()
+        asking.join(NODES_TIMEOUT_S)  # Ray waits a minute for a head that is gone; this run does not
+        if not answer:  # keep the last list; a head that is gone ends the run from _head_alive
+            if self._head_alive(every_s=0.0):
+                log.warning("the Ray head is slow to list its nodes; placing by the last list")
+            return
         nodes = {}
-        for entry in ray.nodes():
+        for entry in answer[0]:
             if entry.get("Alive"):
                 info = NodeInfo(entry["NodeID"], entry.get("NodeManagerAddress", "?"), dict(entry.get("Resources", {})))
                 nodes[info.node_id] = info
@@ -574,10 +587,31 @@ class ClusterRun:
             self._maybe_stats()
             self._wake.wait(self.poll_s)
 
+    def _head_alive(self, every_s: float = 1.0) -> bool:
+        """Whether the head still answers (checked at most every ``every_s``); ClusterError once it has
+        been silent for ``node_timeout_s``: without it nothing can be placed, and Ray would end this process
+        after a minute with no word about the sinks."""
+        now = time.monotonic()
+        if self._owns_ray or self._gcs is None or now - self._head_checked < every_s:
+            return self._head_silent_since is None
+        self._head_checked = now
+        host, _, port = self._gcs.rpartition(":")
+        if _answers(host, int(port), timeout_s=1.0):
+            self._head_silent_since = None
+            return True
+        if self._head_silent_since is None:
+            self._head_silent_since = now
+            log.warning("the Ray head at %s does not answer", self._gcs)
+        if now - self._head_silent_since >= self.node_timeout_s:
+            raise ClusterError(f"lost the Ray cluster: its head at {self._gcs} stopped answering")
+        return False
+
     def _poll(self) -> None:
         import ray
 
         now = time.monotonic()
+        if not self._head_alive():
+            return  # nothing can be asked of the cluster now; the hosts keep their records meanwhile
         for stream in self.streams:
             if not stream.finished and stream.host is None:
                 self._retry_place(stream)
@@ -667,9 +701,10 @@ class ClusterRun:
                 stream.moved_from = node
             stream.host = None
             stream.last_stats = {}
-        for stream in moving:
-            self._retry_place(stream)
         self._flush()
+        if self._head_alive(every_s=0.0):  # a node lost with the head: the next poll says so
+            for stream in moving:
+                self._retry_place(stream)
 
     def _retry_place(self, stream: _ClusterStream) -> None:
         if self._place(stream):
@@ -770,7 +805,7 @@ class ClusterRun:
         errors: list[BaseException] = []
         quiet = logging.DEBUG if raising else logging.ERROR
         try:
-            if self._connected:
+            if self._connected and self._head_silent_since is None:  # with the head gone, so is every host
                 self._stop_hosts()
         except BaseException as exc:
             errors.append(exc)

@@ -291,3 +291,33 @@ def test_streams_spread_over_two_nodes_and_move_when_one_dies(tmp_path):
     # The password appears nowhere: records, the driver's log, Ray's logs of every node.
     for text in (out.read_text(), stderr, logs):
         assert PASSWORD not in text
+
+
+@pytest.mark.slow
+def test_a_lost_head_ends_the_run_with_one_line_and_keeps_what_was_written(tmp_path):
+    from tests.cluster_fixture import LocalCluster
+
+    out = tmp_path / "site.jsonl"
+    cluster = LocalCluster(workers=1)
+    try:
+        cluster.start()
+        args = [*DCRN, "run", "--cluster", cluster.address, "--source", "synthetic:", "--sink", f"jsonl:{out}"]
+        driver = subprocess.Popen(args, env=cluster.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: any(r["type"] == "prediction" for r in read_records(out)), 90, "predictions")
+    finally:
+        cluster.close()  # the whole cluster, head included, goes away
+    gone = time.monotonic()
+    try:
+        rc = driver.wait(45)  # Ray alone would end the driver after a minute, with no word on the sinks
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(10)
+    stderr = driver.stderr.read()
+    assert rc == 2, stderr[-2000:]
+    assert time.monotonic() - gone < 30
+    assert stderr.strip().splitlines()[-1].startswith("dcrn run: error: lost the Ray cluster")
+    records = read_records(out)
+    assert len(records) == len(out.read_text().splitlines())  # every line whole
+    assert sum(r["type"] == "prediction" for r in records) > 10
+    assert any(r.get("event") == "stream_lost" for r in records)
