@@ -303,7 +303,7 @@ def test_a_lost_head_ends_the_run_with_one_line_and_keeps_what_was_written(tmp_p
         cluster.start()
         args = [*DCRN, "run", "--cluster", cluster.address, "--source", "synthetic:", "--sink", f"jsonl:{out}"]
         driver = subprocess.Popen(args, env=cluster.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: any(r["type"] == "prediction" for r in read_records(out)), 90, "predictions")
+        wait_for(lambda: sum(r["type"] == "prediction" for r in read_records(out)) >= 15, 90, "15 predictions")
     finally:
         cluster.close()  # the whole cluster, head included, goes away
     gone = time.monotonic()
@@ -319,5 +319,5 @@ def test_a_lost_head_ends_the_run_with_one_line_and_keeps_what_was_written(tmp_p
     assert stderr.strip().splitlines()[-1].startswith("dcrn run: error: lost the Ray cluster")
     records = read_records(out)
     assert len(records) == len(out.read_text().splitlines())  # every line whole
-    assert sum(r["type"] == "prediction" for r in records) > 10
+    assert sum(r["type"] == "prediction" for r in records) >= 15  # what was written before stays
     assert any(r.get("event") == "stream_lost" for r in records)
