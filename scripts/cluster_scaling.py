@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import json
 import os
 import platform
@@ -87,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--extra", default="", help="more dcrn run arguments, as one string")
     parser.add_argument("--start-timeout-s", type=float, default=120.0, help="for every stream to have frames (120)")
+    parser.add_argument(
+        "--cameras",
+        type=int,
+        default=1,
+        help="camera servers, sessions spread over them in turn (default 1; one test server answers about 20 "
+        "sessions); the second and later count among others' CPU",
+    )
     parser.add_argument(
         "--only-two-nodes",
         action="store_true",
@@ -386,12 +394,13 @@ class StatsLog:
         return bool(self.stats) and all(rs[-1]["wall"] >= wall for rs in self.stats.values())
 
 
-def dcrn_command(args: argparse.Namespace, url: str, streams: int, jsonl: Path) -> list[str]:
+def dcrn_command(args: argparse.Namespace, url: str | list[str], streams: int, jsonl: Path) -> list[str]:
     # a cap in case this script stops watching; a trial normally ends with SIGINT once its window is over
     cap_s = args.start_timeout_s + args.warmup_s + args.window_s + 30.0
     command = [sys.executable, "-m", "dcrn.app", "run", "--model", args.model, "--backend", args.backend]
-    for _ in range(streams):
-        command += ["--source", url]
+    urls = url if isinstance(url, list) else [url]
+    for k in range(streams):  # sessions spread over the cameras in turn
+        command += ["--source", urls[k % len(urls)]]
     command += ["--duration", f"{cap_s:g}", "--stats-interval", f"{STATS_INTERVAL_S:g}", "--sink", f"jsonl:{jsonl}"]
     return command + args.extra.split()
 
@@ -689,7 +698,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "machine": machine_info(),
         "settings": {
-            "camera": f"{args.width}x{args.height} {args.fps} fps H.264, one RTSP session per stream",
+            "camera": f"{args.width}x{args.height} {args.fps} fps H.264, one RTSP session per stream, "
+            f"{max(1, args.cameras)} camera server(s)",
             "model": args.model,
             "backend_asked": args.backend,
             "extra": args.extra,
@@ -717,10 +727,15 @@ def main(argv: list[str] | None = None) -> int:
 
     timeline, pinner = CpuTimeline(), CorePinner()
     try:
-        with RtspServer(width=args.width, height=args.height, fps=args.fps) as server:
-            timeline.watch("camera_server", server._proc.pid)
+        with contextlib.ExitStack() as cameras:
+            servers = [
+                cameras.enter_context(RtspServer(width=args.width, height=args.height, fps=args.fps))
+                for _ in range(max(1, args.cameras))
+            ]
+            timeline.watch("camera_server", servers[0]._proc.pid)
             timeline.watch("this_script", os.getpid(), tree=False)  # its children are counted apart
-            measure(args, summary, server.url, timeline, pinner, save)
+            urls = [server.url for server in servers]
+            measure(args, summary, urls if len(urls) > 1 else urls[0], timeline, pinner, save)
     finally:
         pinner.stop()
         timeline.stop()
