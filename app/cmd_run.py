@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 from typing import TYPE_CHECKING
@@ -192,8 +191,9 @@ def pipeline_config(args: argparse.Namespace, sources: list[str], *, pace: bool,
 def quiet_native_logs(args: argparse.Namespace) -> None:
     """OpenCV and FFmpeg print warnings straight to stderr; errors reach the user as one line anyway."""
     if getattr(args, "log_level", "INFO") != "DEBUG":
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+        from dcrn.engine.sources import quiet_native_logs as quiet
+
+        quiet()
 
 
 def main(args: argparse.Namespace) -> int:

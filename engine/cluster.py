@@ -48,9 +48,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from dcrn.engine.frames import StreamEvent
+from dcrn.engine.pipeline import event_record
 from dcrn.engine.redact import redact
 from dcrn.engine.sinks import Sink
-from dcrn.engine.sources import source_name
+from dcrn.engine.sources import quiet_native_logs, source_name, unique_name
 from dcrn.models.errors import ConfigError, DcrnError
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ SUSPECT_S = 30.0  # a node where a stream was lost gets no new stream for this l
 WAIT_LOG_S = 10.0  # a stream with no node to go to says so this often
 COST_UNKNOWN = 0.1  # CPU (cores) assumed for a stream before any stream was measured
 CPU_SAMPLE_S = 2.0  # a host's CPU use is measured over this long
+RETRY_S = 1.0  # a stream with no node to go to is tried again this often
 NODES_TIMEOUT_S = 5.0  # the head lists its nodes within this time, or is taken to be gone
 EMBEDDED_STORE_BYTES = 256 * 1024 * 1024  # only records and one checkpoint pass through Ray's object store
 # Set to "0" before Ray is imported, Ray takes this machine's address to be 127.0.0.1 (its only effect).
@@ -77,9 +80,6 @@ class SecretURI(str):
 
     def __repr__(self) -> str:
         return repr(redact(str(self)))
-
-    def __reduce__(self):
-        return (SecretURI, (str(self),))
 
 
 # -- pinning ---------------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class BufferSink(Sink):
     def write(self, record: dict) -> None:
         if len(self.records) == self.records.maxlen:
             self.overflow += 1
-        self.records.append(dict(record))
+        self.records.append(record)  # logits stay: the driver's sinks decide (they are its sinks' option)
 
     def flush(self) -> None:
         pass
@@ -305,8 +305,7 @@ def _checkpoint_blob(model: str) -> tuple[str, str, bytes] | None:
 
 
 def _quiet_logs() -> None:
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    quiet_native_logs()  # a host's environment is its node's, not the driver's
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -396,6 +395,7 @@ class ClusterRun:
         self._gcs: str | None = None  # HOST:PORT of the head's control service
         self._head_checked = 0.0  # monotonic time of the last check that the head answers
         self._head_silent_since: float | None = None
+        self._placed_waiting = 0.0  # monotonic time streams without a node were last tried
         self._last_stats = 0.0
 
     # -- connection ------------------------------------------------------------------------------------
@@ -533,15 +533,20 @@ class ClusterRun:
         return host
 
     def _place(self, stream: _ClusterStream) -> bool:
-        """Start ``stream`` on the least-loaded node it may use; False when there is none (yet)."""
-        self._refresh_nodes()
+        """Start ``stream`` on the least-loaded node it may use, as ``self.nodes`` knows them; False when there
+        is none (yet)."""
         node = self._choose(stream)
         if node is None:
             return False
         host = self._host_on(node)
         # The URI travels apart from the config, as a SecretURI: whatever shows the call's arguments shows
         # it redacted. The config carries the redacted form only.
-        config = replace(self.config, sources=[redact(stream.uri)], names=[stream.name])
+        config = replace(
+            self.config,
+            sources=[redact(stream.uri)],
+            names=[stream.name],
+            include_logits=self.config.include_logits or any(s.include_logits for s in self.sinks),
+        )
         host.actor.start.remote(config, stream.name, stream.uri)
         stream.host = host
         stream.placed_at = time.monotonic()
@@ -612,9 +617,9 @@ class ClusterRun:
         now = time.monotonic()
         if not self._head_alive():
             return  # nothing can be asked of the cluster now; the hosts keep their records meanwhile
-        for stream in self.streams:
-            if not stream.finished and stream.host is None:
-                self._retry_place(stream)
+        waiting = [s for s in self.streams if not s.finished and s.host is None]
+        if waiting and now - self._placed_waiting >= RETRY_S:
+            self._place_waiting(waiting)
         for host in list(self.hosts.values()):
             if host.pending is None:
                 host.pending = host.actor.drain.remote()
@@ -703,16 +708,16 @@ class ClusterRun:
             stream.last_stats = {}
         self._flush()
         if self._head_alive(every_s=0.0):  # a node lost with the head: the next poll says so
-            for stream in moving:
-                self._retry_place(stream)
+            self._place_waiting(moving)
 
-    def _retry_place(self, stream: _ClusterStream) -> None:
-        if self._place(stream):
-            return
-        now = time.monotonic()
-        if now - stream.waiting_logged > WAIT_LOG_S:
-            stream.waiting_logged = now
-            log.warning("%s: no node to run on%s; waiting", stream.name, " (pinned)" if stream.pins else "")
+    def _place_waiting(self, streams: list[_ClusterStream]) -> None:
+        """Place streams that have no node, with the cluster's nodes as they are now (one look for all)."""
+        self._placed_waiting = now = time.monotonic()
+        self._refresh_nodes()
+        for stream in streams:
+            if not self._place(stream) and now - stream.waiting_logged > WAIT_LOG_S:
+                stream.waiting_logged = now
+                log.warning("%s: no node to run on%s; waiting", stream.name, " (pinned)" if stream.pins else "")
 
     def _restored(self, stream: _ClusterStream) -> None:
         source = stream.moved_from.label if stream.moved_from else "?"
@@ -727,18 +732,8 @@ class ClusterRun:
         stream.moved_from = None
 
     def _event(self, stream: _ClusterStream, event: str, detail: str) -> dict:
-        return {
-            "type": "event",
-            "event": event,
-            "stream": stream.name,
-            "frame": 0,
-            "pts": 0.0,
-            "wall": round(time.time(), 4),
-            "label": None,
-            "score": None,
-            "detail": detail,
-            "node": stream.host.node.label if stream.host else None,
-        }
+        record = event_record(StreamEvent(event, stream.name, 0, 0.0, detail=detail))
+        return record | {"node": stream.host.node.label if stream.host else None}
 
     # -- output ----------------------------------------------------------------------------------------
 
@@ -893,8 +888,7 @@ def _names(config) -> list[tuple[str, str]]:
     taken: set[str] = set()
     out = []
     for name, uri in zip(names, config.sources, strict=True):
-        if name in taken:
-            name = next(f"{name}-{k}" for k in range(2, 10_000) if f"{name}-{k}" not in taken)
+        name = unique_name(name, taken)
         taken.add(name)
         out.append((name, uri))
     return out

@@ -36,7 +36,7 @@ from dcrn.engine.redact import redact
 from dcrn.engine.ring import FrameRing, RingFrame
 from dcrn.engine.sinks import Sink
 from dcrn.engine.slots import StateSlots
-from dcrn.engine.sources import Source, SourceOptions, open_sources
+from dcrn.engine.sources import Source, SourceOptions, open_sources, unique_name
 from dcrn.engine.stats import StreamStats, log_line, total_line
 from dcrn.models.checkpoint import load_checkpoint
 from dcrn.models.dcrn import DCRN
@@ -282,9 +282,7 @@ class Pipeline:
         options = SourceOptions(timeout_s=config.timeout_s, stall_s=config.stall_s, pace=config.pace, loop=config.loop)
         ring_device = device if device.type == "cuda" else "cpu"
         for source in open_sources(config.sources, names=config.names, options=options):  # all at once
-            taken = {s.name for s in self.streams}
-            if source.name in taken:  # two sources with the same default name: number them
-                source.name = next(f"{source.name}-{k}" for k in range(2, 10_000) if f"{source.name}-{k}" not in taken)
+            source.name = unique_name(source.name, {s.name for s in self.streams})
             # A file read as fast as possible is offline analysis: every frame, at the model's speed.
             lossless = not (source.is_live or config.pace)
             ring = FrameRing(config.ring_capacity, ring_device, notify=self._wake, overwrite=not lossless)
@@ -407,7 +405,7 @@ class Pipeline:
             reason = redact(f"capture failed: {type(capture.error).__name__}: {capture.error}")
             stream.ended = StreamEvent(STREAM_ENDED, stream.name, max(capture.frames - 1, 0), 0.0, detail=reason)
         if stream.ended is not None:
-            self._write(_event_record(stream.ended))
+            self._write(event_record(stream.ended))
             stream.ended = None
         self._flush()
 
@@ -431,7 +429,7 @@ class Pipeline:
             if event.event == STREAM_ENDED and stream is not None and not stream.finished:
                 stream.ended = event  # written once the frames before it are done (see _finish)
                 continue
-            self._write(_event_record(event))
+            self._write(event_record(event))
             if stream is not None:
                 stream.lost = event.event == STREAM_LOST
             if event.event == STREAM_LOST and stream is not None:
@@ -559,7 +557,7 @@ class Pipeline:
             self._process(batch)
 
 
-def _event_record(event: StreamEvent) -> dict:
+def event_record(event: StreamEvent) -> dict:
     record = {
         "type": "event",
         "event": event.event,

@@ -412,6 +412,17 @@ def open_source(uri: str | int, *, name: str | None = None, options: SourceOptio
     return FileSource(text, name=name, options=options)
 
 
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... when it is taken: two sources with the same default name."""
+    return name if name not in taken else next(f"{name}-{k}" for k in range(2, 10_000) if f"{name}-{k}" not in taken)
+
+
+def quiet_native_logs() -> None:
+    """OpenCV and FFmpeg print warnings straight to stderr; errors reach the user as one line anyway."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
 def source_name(uri: str | int) -> str:
     """The stream name :func:`open_source` gives ``uri`` by default, found without opening it."""
     text = str(uri).strip()

@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import platform
-import select
 import signal
 import statistics
 import subprocess
@@ -52,9 +51,9 @@ from pathlib import Path
 import psutil
 from many_cameras import REPO  # also puts the repository on sys.path for tests.rtsp_fixture
 
+from tests.cluster_fixture import LocalCluster
 from tests.rtsp_fixture import RtspServer, unavailable_reason
 
-LOCAL_CLUSTER = REPO / "scripts" / "local_cluster.py"
 HOST_CORE = 0  # this script, the camera server, the Ray head and the driver
 NODE_CORE = 1  # the one worker node, and plain dcrn run when it is compared with it
 TWO_NODE_CORES = [0, 1]
@@ -284,37 +283,22 @@ def _threads(pid: int) -> list[int]:
 # -- the Ray cluster --------------------------------------------------------------------------------------
 
 
-class LocalCluster:
-    """scripts/local_cluster.py in a subprocess: a head on this script's core, worker node K on ``cores[K]``."""
+class WatchedCluster(LocalCluster):
+    """tests.cluster_fixture.LocalCluster (a head on this script's core, worker node K on ``cores[K]``), with
+    the head and each node watched for CPU and every node thread held on its core."""
 
-    def __init__(self, label: str, cores: list[int], pinner: CorePinner, timeline: CpuTimeline) -> None:
-        self.label, self.cores, self.pinner, self.timeline = label, cores, pinner, timeline
-        self.info: dict = {}
-        self._proc: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return self.info["address"]
-
-    def env(self) -> dict[str, str]:
-        return dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.info["token"], RAY_USAGE_STATS_ENABLED="0")
+    def __init__(
+        self, label: str, cores: list[int], pinner: CorePinner, timeline: CpuTimeline, stderr_path: Path
+    ) -> None:
+        super().__init__(workers=len(cores), cores=cores, ready_timeout_s=120.0, stderr_path=stderr_path)
+        self.label, self.pinner, self.timeline = label, pinner, timeline
 
     def node_index(self, node_id: str | None) -> int | None:
         ids = [n["node_id"] for n in self.info.get("nodes", [])]
         return ids.index(node_id) if node_id in ids else None
 
-    def start(self, stderr_path: Path, timeout_s: float = 120.0) -> None:
-        command = [sys.executable, str(LOCAL_CLUSTER), "--workers", str(len(self.cores))]
-        command += ["--cores", ",".join(map(str, self.cores))]
-        with stderr_path.open("wb") as err:
-            self._proc = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO
-            )
-        ready, _, _ = select.select([self._proc.stdout], [], [], timeout_s)
-        line = self._proc.stdout.readline() if ready else ""
-        if not line:
-            raise RuntimeError(f"local cluster did not start in {timeout_s:g} s (see {stderr_path})")
-        self.info = json.loads(line)
+    def start(self) -> None:
+        super().start()
         self.timeline.watch(f"{self.label}:cluster", self._proc.pid)  # the head and every node
         for k, node in enumerate(self.info["nodes"]):
             self.pinner.pin(node["pid"], self.cores[k])
@@ -333,21 +317,7 @@ class LocalCluster:
     def close(self) -> None:
         for node in self.info.get("nodes", []):
             self.pinner.unpin(node["pid"])
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            if proc.poll() is None:
-                proc.stdin.write("quit\n")
-                proc.stdin.flush()
-            proc.wait(timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.terminate()  # Ray's nodes drain for up to 30 s on SIGTERM
-            try:
-                proc.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        super().close()
 
 
 # -- one trial: dcrn run, its records, its window ----------------------------------------------------------
@@ -592,7 +562,7 @@ def _shown(command: list[str]) -> str:
 # -- the two measurements ----------------------------------------------------------------------------------
 
 
-def baseline(timeline: CpuTimeline, seconds: float, label: str, cluster: LocalCluster | None = None) -> dict:
+def baseline(timeline: CpuTimeline, seconds: float, label: str, cluster: WatchedCluster | None = None) -> dict:
     """CPU with nothing of ours streaming, over ``seconds``."""
     print(f"[{time.strftime('%H:%M:%S')}] baseline: {label}, {seconds:g} s", flush=True)
     timeline.wait_past(time.time())  # a sample of every watched process before the start
@@ -628,7 +598,7 @@ def _difference(a: float | None, b: float | None) -> float | None:
     return round(a - b, 4) if a is not None and b is not None else None
 
 
-def capacity(args, trials: list[dict], label: str, cluster: LocalCluster, url: str, timeline, pinner, save) -> dict:
+def capacity(args, trials: list[dict], label: str, cluster: WatchedCluster, url: str, timeline, pinner, save) -> dict:
     """Steps the stream count on ``cluster`` until a count is not live."""
     series = {"cores": cluster.cores, "tried": [], "largest_live": 0}
     for streams in args.steps:
@@ -762,9 +732,9 @@ def measure(args, summary: dict, url: str, timeline: CpuTimeline, pinner: CorePi
     costs["box"] = cost(box, costs["baseline_box"])
     save()
     scaling = summary["capacity"] = {}
-    one = LocalCluster("one", [NODE_CORE], pinner, timeline)
+    one = WatchedCluster("one", [NODE_CORE], pinner, timeline, args.out / "cluster-one.stderr.txt")
     try:
-        one.start(args.out / "cluster-one.stderr.txt")
+        one.start()
         time.sleep(5.0)  # the new node's agents finish starting before the idle cluster is measured
         idle = costs["baseline_cluster"] = baseline(timeline, args.baseline_s, "camera server, idle cluster", one)
         costs["ray_idle_cores"] = {
@@ -791,9 +761,9 @@ def measure(args, summary: dict, url: str, timeline: CpuTimeline, pinner: CorePi
 
 
 def two_nodes(args, trials: list, url: str, timeline: CpuTimeline, pinner: CorePinner, save) -> dict:
-    two = LocalCluster("two", TWO_NODE_CORES, pinner, timeline)
+    two = WatchedCluster("two", TWO_NODE_CORES, pinner, timeline, args.out / "cluster-two.stderr.txt")
     try:
-        two.start(args.out / "cluster-two.stderr.txt")
+        two.start()
         return capacity(args, trials, "two-nodes", two, url, timeline, pinner, save)
     finally:
         two.close()

@@ -5,8 +5,9 @@
         run("dcrn run --cluster", cluster.address, env=env)
         cluster.kill(0)                     # worker node 0 dies (SIGKILL of its raylet and workers)
 
-Each worker node has one Ray CPU and, on a machine with as many cores, one core of its own. Ray's
-session folder (logs included) is a fresh temporary folder, so a test can read everything Ray wrote.
+Each worker node has one Ray CPU and, on a machine with as many cores, one core of its own (``cores``
+chooses which). Ray's session folder (logs included) is a fresh temporary folder, so a test can read
+everything Ray wrote. scripts/cluster_scaling.py uses it too.
 """
 
 from __future__ import annotations
@@ -26,12 +27,24 @@ SCRIPT = REPO / "scripts" / "local_cluster.py"
 
 
 class LocalCluster:
-    def __init__(self, *, workers: int = 2, dashboard: bool = False, ready_timeout_s: float = 90.0) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int = 2,
+        cores: list[int] | None = None,
+        dashboard: bool = False,
+        ready_timeout_s: float = 90.0,
+        stderr_path: Path | None = None,
+    ) -> None:
         self.workers = workers
+        if cores is None and (os.cpu_count() or 1) >= workers:
+            cores = list(range(workers))
+        self.cores = cores or []  # worker node K on core cores[K]; none: not pinned
         self.dashboard_wanted = dashboard
         self.ready_timeout_s = ready_timeout_s
         self.temp_dir = Path(tempfile.mkdtemp(prefix="dcrnray", dir="/tmp"))  # unix socket paths must be short
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        # closed in close()
+        self._stderr = stderr_path.open("w+b") if stderr_path else tempfile.TemporaryFile()  # noqa: SIM115
         self._proc: subprocess.Popen | None = None
         self.info: dict = {}
 
@@ -48,12 +61,11 @@ class LocalCluster:
         return [n["node_id"] for n in self.info["nodes"]]
 
     def env(self) -> dict[str, str]:
-        return dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.info["token"])
+        return dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.info["token"], RAY_USAGE_STATS_ENABLED="0")
 
     def start(self) -> None:
-        cores = ",".join(str(k) for k in range(self.workers)) if (os.cpu_count() or 1) >= self.workers else ""
         args = [sys.executable, str(SCRIPT), "--workers", str(self.workers), "--temp-dir", str(self.temp_dir)]
-        args += ["--cores", cores] if cores else []
+        args += ["--cores", ",".join(map(str, self.cores))] if self.cores else []
         args += ["--dashboard"] if self.dashboard_wanted else []
         self._proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, cwd=REPO

@@ -234,12 +234,13 @@ def test_streams_spread_over_two_nodes_and_move_when_one_dies(tmp_path):
                 return seen >= names
 
             wait_for(all_live, 90, "predictions from all 8 streams")
+
             # Spread: each node hosts some of the streams, the pinned one on worker 1.
-            stats = [r for r in read_records(out) if r["type"] == "stats"]
-            node_of = {r["stream"]: r["node"] for r in stats}
-            wait_for(lambda: len({r["node"] for r in read_records(out) if r["type"] == "stats"}) == 2, 15, "stats")
-            stats = [r for r in read_records(out) if r["type"] == "stats"]
-            node_of = {r["stream"]: r["node"] for r in stats}
+            def stats_nodes():
+                return {r["stream"]: r["node"] for r in read_records(out) if r["type"] == "stats"}
+
+            wait_for(lambda: set(stats_nodes()) >= names, 15, "a stats record from every stream")
+            node_of = stats_nodes()
             labels = {n: f"127.0.0.1/{n[:8]}" for n in (worker0, worker1)}
             assert node_of["127.0.0.1-test-8"] == labels[worker1]
             on0 = sorted(s for s, n in node_of.items() if n == labels[worker0])
