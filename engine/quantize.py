@@ -185,7 +185,7 @@ def int8_graph(model: DCRN, calibration: Calibration, cache_dir: str | os.PathLi
     """The model's step graph with an INT8 encoder, from the cache or made now (atomically); see the module notes."""
     import onnxruntime
 
-    from dcrn.engine.backend_onnxruntime import OPSET, exported_graph
+    from dcrn.engine.step_graph import OPSET, exported_graph
 
     folder = Path(calibration.data)
     clips = calibration_clips(folder, model, calibration)
