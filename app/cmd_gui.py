@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", metavar="CKPT", help="checkpoint path or shipped model name (default: the last used, or 'default')"
     )
     parser.add_argument(
-        "--backend", default="auto", help="inference backend: auto (default, as dcrn run), torch, onnxruntime, tensorrt"
+        "--backend",
+        default="auto",
+        help="inference backend: auto (default, as dcrn run), torch, onnxruntime, openvino, tensorrt",
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument(

@@ -80,8 +80,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, model_help: str = "
     parser.add_argument(
         "--backend",
         default="auto",
-        help="auto (default: TensorRT or torch CUDA graphs on a GPU, ONNX Runtime or torch on the CPU; "
-        "the first log line says which and why), torch, onnxruntime or tensorrt",
+        help="auto (default: TensorRT or torch CUDA graphs on a GPU; on the CPU OpenVINO bf16 where the CPU has "
+        "native bf16, else ONNX Runtime, else torch; the first log line says which and why), torch, onnxruntime, "
+        "openvino or tensorrt",
     )
     parser.add_argument(
         "--device",

@@ -33,6 +33,7 @@ class OnnxRuntimeBackend:
         self.device = torch.device("cpu")
         self.int8 = int8  # the encoder runs in INT8 (a quantised graph from engine.quantize)
         self.dtype = torch.float32
+        self.precision = "int8" if int8 else "fp32"
         self.max_batch = max_batch
         self.input_size = model.config.input_size
         self.state_names = tuple(model.state_names)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from dcrn.engine.backends import cache_root, model_hash
+from dcrn.engine.backends import cache_root, model_hash, precision_of
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.engine.trt_build import BuildOptions, Flavour, cached_engine, check_gpu_supported, load_tensorrt, make_logger
 from dcrn.models.cells import State
@@ -72,6 +72,7 @@ class TensorRTBackend:
             raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
         check_gpu_supported(self.flavour, torch.cuda.get_device_capability(device))
         self.device, self.dtype, self.max_batch = device, dtype, max_batch
+        self.precision = precision_of(dtype)
         self.input_size = model.config.input_size
         self.num_classes = model.config.num_classes
         self.state_names = tuple(model.state_names)

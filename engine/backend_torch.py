@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from dcrn.engine.backends import precision_of
 from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
 
@@ -35,6 +36,7 @@ class TorchBackend:
     ) -> None:
         self.device = device
         self.dtype = dtype
+        self.precision = precision_of(dtype)
         self.max_batch = max_batch
         ref = next(model.parameters())
         foldable = model.has_foldable_batch_norm()

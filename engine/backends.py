@@ -7,14 +7,16 @@
   float32 and the next state (same shapes as the input state);
 * ``close()``.
 
-``torch`` (eager on CPU, a CUDA graph on a GPU) and ``onnxruntime`` (the exported step graph on CPU) live
-in their own modules; ``tensorrt`` is imported lazily from ``dcrn.engine.backend_tensorrt``.
+``torch`` (eager on CPU, a CUDA graph on a GPU), ``onnxruntime`` and ``openvino`` (the exported step graph
+on the CPU) and ``tensorrt`` each live in their own module, imported when the backend is created.
 
 ``auto`` (the command line's and the window's default) is one rule, :func:`choose_backend`: TensorRT on an
-NVIDIA GPU where it is installed and runs on that GPU, torch with CUDA graphs on other GPUs, ONNX Runtime
-on the CPU where it is installed, torch otherwise. :func:`open_backend` applies the rule and, when the
-chosen backend cannot be opened after all (an engine that fails to build, a graph that fails to export),
-falls back to the next one, saying why.
+NVIDIA GPU where it is installed and runs on that GPU, torch with CUDA graphs on other GPUs; on the CPU
+OpenVINO in bf16 where it is installed and the CPU has native bf16, else ONNX Runtime (fp32) where it is
+installed, else torch eager. :func:`open_backend` applies the rule and, when the chosen backend cannot be
+opened after all (an engine that fails to build, a graph that fails to export), falls back to the next one
+(openvino -> onnxruntime -> torch), saying why. The choice, its reason and the precision the backend runs
+in (fp32, fp16, bf16, int8) go into the first log line and every ``stats`` record.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import importlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -40,17 +42,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+CPU_ONLY = ("onnxruntime", "openvino")  # backends that run on the CPU alone
 AUTO = "auto"
 BACKEND_CHOICES = (AUTO, *BACKENDS)  # what --backend accepts
 DEVICES = ("cpu", "cuda")
 _MODULES = {
     "torch": "dcrn.engine.backend_torch",
     "onnxruntime": "dcrn.engine.backend_onnxruntime",
+    "openvino": "dcrn.engine.backend_openvino",
     "tensorrt": "dcrn.engine.backend_tensorrt",
 }
 _INSTALL_ADVICE = {
     "onnxruntime": "install the onnx extra: pip install 'dcrn-live[onnx]'",
+    "openvino": "install the openvino extra: pip install 'dcrn-live[openvino]'",
     "tensorrt": "install TensorRT: pip install tensorrt (data-centre GPUs) or pip install tensorrt-rtx (GeForce RTX)",
 }
 
@@ -59,6 +64,7 @@ class Backend(Protocol):
     name: str
     device: torch.device
     dtype: torch.dtype
+    precision: str  # what the step computes in: fp32, fp16, bf16 or int8 (see BackendChoice)
     max_batch: int
     state_names: tuple[str, ...]
     state_shapes: list[tuple[int, ...]]
@@ -93,19 +99,26 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class BackendChoice:
     """Which backend runs the model, on which device, and why (logged and put into ``stats`` records)."""
 
-    name: str  # torch, onnxruntime or tensorrt
+    name: str  # torch, onnxruntime, openvino or tensorrt
     device: str  # cpu or cuda:N
     reason: str  # one line: the rule that chose it, or "requested"
     fallbacks: tuple[tuple[str, str, str], ...] = ()  # (name, device, reason) to try next when this one fails
     int8: Calibration | None = None  # onnxruntime with its encoder in INT8, calibrated so (engine.quantize)
+    precision: str = "fp32"  # fp32, fp16, bf16 (openvino on a CPU with native bf16) or int8; open_backend confirms
 
     def describe(self) -> str:
-        precision = " (INT8 encoder)" if self.int8 else ""
-        return f"backend {self.name}{precision} on {self.device}: {self.reason}"
+        precision = "INT8 encoder" if self.int8 else self.precision
+        return f"backend {self.name} ({precision}) on {self.device}: {self.reason}"
 
     def record_fields(self) -> dict:
         """What ``stats`` records carry about the backend."""
-        return {"backend": self.name, "device": self.device, "backend_reason": self.reason, "int8": bool(self.int8)}
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "backend_reason": self.reason,
+            "precision": self.precision,
+            "int8": bool(self.int8),
+        }
 
 
 def choose_backend(
@@ -118,9 +131,11 @@ def choose_backend(
     """The backend and device to run on. ``backend`` is a name or ``auto``; ``device`` cpu, cuda[:N] or ``auto``.
 
     ``auto`` backend: on a GPU (``device`` auto or cuda) TensorRT where it is installed and supports the GPU,
-    else torch with CUDA graphs; on the CPU (``device`` cpu, or no GPU) ONNX Runtime where it is installed
-    (and the step runs float32), else torch eager. ``auto`` device with a named backend: the GPU when there
-    is one and the backend runs there (torch, tensorrt), else the CPU.
+    else torch with CUDA graphs. On the CPU (``device`` cpu, or no GPU), for a float32 model: OpenVINO where it
+    is installed and the CPU has native bf16 (it then steps in bf16: the fastest CPU path, with the same
+    predictions as fp32 on the fight-cctv cross-validation), else ONNX Runtime (fp32) where it is installed,
+    else torch eager; other dtypes: torch eager. ``auto`` device with a named backend: the GPU when there is
+    one and the backend runs there (torch, tensorrt), else the CPU.
 
     ``int8`` (a calibration): the encoder in INT8, which only the onnxruntime backend on the CPU runs; ``auto``
     then means onnxruntime, and anything else is an error.
@@ -131,14 +146,17 @@ def choose_backend(
         return _choose_int8(backend, device, dtype, int8)
     gpu = _gpu() if str(device) == AUTO else None
     if str(device) == AUTO:
-        wants_gpu = gpu is not None and backend != "onnxruntime"
+        wants_gpu = gpu is not None and backend not in CPU_ONLY
         resolved = str(resolve_device("cuda")) if wants_gpu else "cpu"
     else:
         resolved = str(resolve_device(device))
         if resolved.startswith("cuda"):
             gpu = _gpu()
     if backend != AUTO:
-        return BackendChoice(backend, resolved, "requested")
+        precision = precision_of(dtype)
+        if backend == "openvino" and resolved == "cpu" and _openvino()[0] is not None:
+            precision = "bf16" if _native_bf16() else "fp32"
+        return BackendChoice(backend, resolved, "requested", precision=precision)
     if resolved.startswith("cuda"):
         trt, why_not = _tensorrt_for(gpu)
         if trt is None:
@@ -146,18 +164,38 @@ def choose_backend(
         graph = ("torch", resolved, f"auto: {gpu.text}; TensorRT failed to open: torch with CUDA graphs")
         return BackendChoice("tensorrt", resolved, f"auto: {gpu.text} with {trt} installed", fallbacks=(graph,))
     where = "the CPU was asked for" if str(device) != AUTO else "no CUDA GPU"
+    return _choose_cpu(where, dtype)
+
+
+def _choose_cpu(where: str, dtype: torch.dtype) -> BackendChoice:
+    """The CPU half of the auto rule: openvino (bf16) -> onnxruntime (fp32) -> torch eager, each where usable."""
     eager = "torch eager on the CPU"
     if dtype != torch.float32:
-        return BackendChoice("torch", "cpu", f"auto: {where}; the onnxruntime backend runs float32 only: {eager}")
-    ort_version, missing = _onnxruntime()
-    if ort_version is None:
-        return BackendChoice("torch", "cpu", f"auto: {where} and ONNX Runtime is not usable ({missing}): {eager}")
-    return BackendChoice(
-        "onnxruntime",
-        "cpu",
-        f"auto: {where}; ONNX Runtime {ort_version} is installed (the fastest CPU path)",
-        fallbacks=(("torch", "cpu", f"auto: {where}; the onnxruntime backend failed to open: {eager}"),),
-    )
+        return BackendChoice(
+            "torch", "cpu", f"auto: {where}; the ONNX backends run float32 only: {eager}", precision=precision_of(dtype)
+        )
+    ov_version, ov_why_not = _openvino()
+    if ov_version is not None and not _native_bf16():
+        ov_version, ov_why_not = None, "this CPU has no native bf16, and in fp32 it is no faster than ONNX Runtime"
+    ort_version, ort_why_not = _onnxruntime()
+    candidates = []  # (name, why, precision), best first
+    if ov_version is not None:
+        why = f"OpenVINO {ov_version} is installed and this CPU has native bf16: bf16, the fastest CPU path"
+        candidates.append(("openvino", why, "bf16"))
+    if ort_version is not None:
+        candidates.append(("onnxruntime", f"ONNX Runtime {ort_version} is installed (fp32)", "fp32"))
+    if not candidates:
+        why = f"neither OpenVINO ({ov_why_not}) nor ONNX Runtime ({ort_why_not}) is usable: {eager}"
+        return BackendChoice("torch", "cpu", f"auto: {where}; {why}")
+    (name, why, precision), rest = candidates[0], candidates[1:]
+    if name != "openvino":
+        why += f"; not OpenVINO: {ov_why_not}"
+    fallbacks, failed = [], name
+    for other, other_why, _ in rest:
+        fallbacks.append((other, "cpu", f"auto: {where}; the {failed} backend failed to open; {other_why}"))
+        failed = other
+    fallbacks.append(("torch", "cpu", f"auto: {where}; the {failed} backend failed to open: {eager}"))
+    return BackendChoice(name, "cpu", f"auto: {where}; {why}", fallbacks=tuple(fallbacks), precision=precision)
 
 
 def _choose_int8(backend: str, device: str | torch.device, dtype: torch.dtype, int8: Calibration) -> BackendChoice:
@@ -169,21 +207,25 @@ def _choose_int8(backend: str, device: str | torch.device, dtype: torch.dtype, i
     if version is None:
         raise BackendUnavailable(f"INT8 needs ONNX Runtime ({missing}); {_INSTALL_ADVICE['onnxruntime']}")
     why = "requested" if backend != AUTO else f"auto: INT8 asked for, which ONNX Runtime {version} runs on the CPU"
-    return BackendChoice("onnxruntime", "cpu", f"{why}; encoder calibrated on {int8.data}", int8=int8)
+    return BackendChoice("onnxruntime", "cpu", f"{why}; encoder calibrated on {int8.data}", int8=int8, precision="int8")
 
 
 def open_backend(model: DCRN, choice: BackendChoice, **options: object) -> tuple[Backend, BackendChoice]:
     """``choice`` opened with ``create_backend(..., **options)``; an auto choice that cannot be opened falls back
-    to the next candidate of its rule. Returns the backend and the choice that holds (log its ``describe()``)."""
+    to the next candidate of its rule. Returns the backend and the choice that holds (log its ``describe()``),
+    whose ``precision`` is the one the opened backend runs in."""
     while True:
         try:
-            return create_backend(choice.name, model, device=choice.device, int8=choice.int8, **options), choice
+            backend = create_backend(choice.name, model, device=choice.device, int8=choice.int8, **options)
         except DcrnError as exc:  # unavailable, or an export / engine build that failed
             if not choice.fallbacks:
                 raise
             name, device, reason = choice.fallbacks[0]
             log.warning("%s could not be opened (%s); falling back to %s", choice.name, exc, name)
             choice = BackendChoice(name, device, f"{reason} ({exc})", choice.fallbacks[1:])
+            continue
+        precision = getattr(backend, "precision", choice.precision)
+        return backend, (choice if precision == choice.precision else replace(choice, precision=precision))
 
 
 @dataclass(frozen=True)
@@ -219,6 +261,32 @@ def _tensorrt_for(gpu: _Gpu | None) -> tuple[str | None, str]:
     return flavour.label, ""
 
 
+def precision_of(dtype: torch.dtype) -> str:
+    """fp32, fp16 or bf16: the name of a backend's precision that runs in ``dtype`` throughout."""
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+
+
+def _openvino() -> tuple[str | None, str]:
+    """(OpenVINO's version when it and the ONNX exporter's ``onnx`` import, else None; why not)."""
+    try:
+        import onnx  # noqa: F401  (the step graph is exported with it)
+        import openvino
+    except ImportError as exc:
+        return None, str(exc)
+    return str(openvino.__version__).split("-")[0], ""
+
+
+def _native_bf16() -> bool:
+    """Whether the CPU runs bf16 natively, as OpenVINO's CPU plugin sees it (only call with OpenVINO usable)."""
+    try:
+        from dcrn.engine import backend_openvino
+
+        return backend_openvino.native_bf16()
+    except (ImportError, RuntimeError) as exc:  # OpenVINO imports but its CPU plugin does not load
+        log.debug("OpenVINO's CPU capabilities are unknown: %s", exc)
+        return False
+
+
 def _onnxruntime() -> tuple[str | None, str]:
     """(ONNX Runtime's version when it and the ONNX exporter's ``onnx`` import, else None; why not)."""
     try:
@@ -245,7 +313,8 @@ def create_backend(
     ``name`` / ``device`` ``auto``: as :func:`choose_backend` and :func:`open_backend` decide (use those to
     learn what was chosen and why).
 
-    ``threads``: CPU threads of backends that keep their own pool (onnxruntime); 0 = the library default.
+    ``threads``: CPU threads of backends that keep their own pool (onnxruntime, openvino); 0 = the library
+    default.
     torch's CPU threads are process-wide (``torch.set_num_threads``), set by the application.
     ``int8``: run the encoder in INT8 with this calibration (onnxruntime only; see engine.quantize).
     """

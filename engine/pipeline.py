@@ -53,7 +53,7 @@ POLL_S = 0.05  # longest wait for a frame before limits, stop and capture events
 class PipelineConfig:
     sources: list[str]  # source URIs (camera index, rtsp://, http(s)://, file, synthetic:)
     model: str = "default"  # checkpoint path or shipped model name
-    backend: str = "torch"  # torch, onnxruntime, tensorrt or auto (engine.backends.choose_backend)
+    backend: str = "torch"  # torch, onnxruntime, openvino, tensorrt or auto (engine.backends.choose_backend)
     device: str = "cpu"  # cpu, cuda[:N] or auto (the GPU when there is one and the backend runs there)
     int8: bool = False  # the encoder in INT8 on the CPU (onnxruntime; engine.quantize), calibrated on training clips
     calibration: str | None = None  # data folder of those clips (None: the one the checkpoint was trained on)
@@ -72,7 +72,7 @@ class PipelineConfig:
     cache_dir: str | None = None  # exported graphs / engines (default ~/.cache/dcrn or $DCRN_CACHE_DIR)
     backoff_s: tuple[float, float] = (0.5, 8.0)  # reconnect delay of lost live sources: first, cap
     names: list[str] | None = None  # stream names, one per source (default: each source's own name)
-    threads: int = 0  # CPU threads for torch (process-wide) and onnxruntime; 0 = leave the libraries' default
+    threads: int = 0  # CPU threads for torch (process-wide), onnxruntime and openvino; 0 = the libraries' default
 
     def __post_init__(self) -> None:
         self.sources = [str(s) for s in self.sources]
@@ -257,11 +257,12 @@ class Pipeline:
                 self.model.config, device=self.backend.device, dtype=self.backend.dtype
             )
             log.info(
-                "running %s (%s) on %s with %s on %s",
+                "running %s (%s) on %s with %s (%s) on %s",
                 self.meta.get("path", config.model),
                 ", ".join(self.labels),
                 ", ".join(f"{s.name} ({s.source.uri})" for s in self.streams),
                 choice.name,
+                choice.precision,
                 self.backend.device,
             )
             self._streaming = True

@@ -317,16 +317,18 @@ def test_credentials_in_the_url_never_reach_records_or_logs(tmp_path, model_path
         assert "hunter2" not in text and "admin:" not in text
 
 
-def test_run_without_backend_picks_onnxruntime_for_fight_cctv_on_this_cpu(tmp_path):
-    """The default ``--backend auto``: on a machine without a GPU and with ONNX Runtime, the fast CPU path."""
+def test_run_without_backend_picks_the_cpu_rules_backend_for_fight_cctv_and_says_so(tmp_path):
+    """The default ``--backend auto`` on a machine without a GPU: OpenVINO bf16 where the CPU has native bf16,
+    else ONNX Runtime; the first log line and every stats record say which, why and in what precision."""
     from dcrn.engine.backends import choose_backend
     from dcrn.models import shipped_models
 
     if "fight-cctv" not in shipped_models():
         pytest.skip("the fight-cctv model is not installed")
-    expected = choose_backend()  # what this machine's rule gives (onnxruntime on the 2-core CPU machines)
+    expected = choose_backend()  # what this machine's rule gives
     if expected.device != "cpu":
         pytest.skip(f"this machine has a GPU: auto picks {expected.name} on {expected.device}")
+    assert expected.name in ("openvino", "onnxruntime")
     out = tmp_path / "out.jsonl"
     result = dcrn(
         "run", "--model", "fight-cctv", "--source", "synthetic:?fps=30", "--max-frames", "3",
@@ -334,10 +336,11 @@ def test_run_without_backend_picks_onnxruntime_for_fight_cctv_on_this_cpu(tmp_pa
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     first = result.stderr.splitlines()[0]
-    assert "backend onnxruntime on cpu: auto: no CUDA GPU" in first, result.stderr
+    assert f"backend {expected.name} ({expected.precision}) on cpu: auto: no CUDA GPU" in first, result.stderr
     stats = [r for r in read_jsonl(out) if r["type"] == "stats"]
-    assert stats and all(r["backend"] == "onnxruntime" and r["device"] == "cpu" for r in stats)
-    assert "ONNX Runtime" in stats[-1]["backend_reason"]
+    assert stats and all(r["backend"] == expected.name and r["device"] == "cpu" for r in stats)
+    assert all(r["precision"] == expected.precision for r in stats)
+    assert stats[-1]["backend_reason"] == expected.reason
 
 
 def test_run_int8_steps_the_quantised_graph_and_says_so(tmp_path):

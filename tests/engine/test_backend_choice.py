@@ -1,8 +1,9 @@
 """``--backend auto``: one rule picks the backend on every kind of machine, and says why.
 
-Machines this one is not (a GPU with or without TensorRT, a ROCm GPU, no ONNX Runtime) are simulated at
-their edges: what torch reports about CUDA, and imports that fail (``sys.modules[name] = None`` makes
-``import name`` raise ImportError, as a missing package does). The rule itself runs unchanged.
+Machines this one is not (a GPU with or without TensorRT, a ROCm GPU, no ONNX Runtime or OpenVINO, a CPU
+with or without native bf16) are simulated at their edges: what torch reports about CUDA, what OpenVINO
+reports about the CPU, and imports that fail (``sys.modules[name] = None`` makes ``import name`` raise
+ImportError, as a missing package does). The rule itself runs unchanged, and the backends it opens are real.
 """
 
 from __future__ import annotations
@@ -13,13 +14,28 @@ import types
 import pytest
 import torch
 
+from dcrn.engine import backend_openvino
 from dcrn.engine.backends import choose_backend, create_backend, open_backend
 from dcrn.models import DCRN, DCRNConfig
+
+
+def tiny_model() -> DCRN:
+    return DCRN(DCRNConfig(num_classes=3, encoder_widths=(8,), hidden_size=8, input_size=32)).eval()
 
 
 @pytest.fixture
 def no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def cpu_bf16(monkeypatch, native: bool) -> None:
+    """OpenVINO reports a CPU with (AVX512_BF16 / AMX) or without native bf16."""
+    monkeypatch.setattr(backend_openvino, "native_bf16", lambda: native)
+
+
+def missing(monkeypatch, *modules: str) -> None:
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, None)
 
 
 def fake_gpu(monkeypatch, capability=(9, 0), name="NVIDIA H200", hip: str | None = None) -> None:
@@ -43,21 +59,48 @@ def tensorrt_installed(monkeypatch, flavour: str | None) -> None:
         monkeypatch.setitem(sys.modules, name, module)
 
 
-def test_auto_picks_onnxruntime_on_a_machine_without_gpu(no_gpu):
+def test_auto_picks_openvino_bf16_on_a_cpu_with_native_bf16(no_gpu, monkeypatch):
+    cpu_bf16(monkeypatch, True)
     choice = choose_backend()
-    assert (choice.name, choice.device) == ("onnxruntime", "cpu")
-    assert "no CUDA GPU" in choice.reason and "ONNX Runtime" in choice.reason
+    assert (choice.name, choice.device, choice.precision) == ("openvino", "cpu", "bf16")
+    assert "no CUDA GPU" in choice.reason and "OpenVINO" in choice.reason and "native bf16" in choice.reason
+    assert [f[0] for f in choice.fallbacks] == ["onnxruntime", "torch"]  # should it fail to open
+    assert choice.describe().startswith("backend openvino (bf16) on cpu: auto: no CUDA GPU")
 
 
-def test_auto_picks_torch_on_the_cpu_when_onnxruntime_is_missing(no_gpu, monkeypatch):
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+def test_auto_picks_onnxruntime_on_a_cpu_without_native_bf16(no_gpu, monkeypatch):
+    cpu_bf16(monkeypatch, False)
     choice = choose_backend()
-    assert (choice.name, choice.device) == ("torch", "cpu")
-    assert "ONNX Runtime is not usable" in choice.reason and "onnxruntime" in choice.reason
+    assert (choice.name, choice.device, choice.precision) == ("onnxruntime", "cpu", "fp32")
+    assert "ONNX Runtime" in choice.reason and "no native bf16" in choice.reason
+    assert [f[0] for f in choice.fallbacks] == ["torch"]
+
+
+def test_auto_picks_onnxruntime_on_the_cpu_when_openvino_is_missing(no_gpu, monkeypatch):
+    cpu_bf16(monkeypatch, True)
+    missing(monkeypatch, "openvino")
+    choice = choose_backend()
+    assert (choice.name, choice.precision) == ("onnxruntime", "fp32")
+    assert "not OpenVINO" in choice.reason and "openvino" in choice.reason
+
+
+def test_auto_picks_openvino_without_onnxruntime_and_falls_back_to_torch(no_gpu, monkeypatch):
+    cpu_bf16(monkeypatch, True)
+    missing(monkeypatch, "onnxruntime")
+    choice = choose_backend()
+    assert choice.name == "openvino" and [f[0] for f in choice.fallbacks] == ["torch"]
+
+
+def test_auto_picks_torch_on_the_cpu_when_openvino_and_onnxruntime_are_missing(no_gpu, monkeypatch):
+    missing(monkeypatch, "openvino", "onnxruntime")
+    choice = choose_backend()
+    assert (choice.name, choice.device, choice.precision) == ("torch", "cpu", "fp32")
+    assert "neither OpenVINO" in choice.reason and "onnxruntime" in choice.reason
 
 
 def test_auto_picks_torch_on_the_cpu_when_the_onnx_exporter_is_missing(no_gpu, monkeypatch):
-    monkeypatch.setitem(sys.modules, "onnx", None)
+    cpu_bf16(monkeypatch, True)
+    missing(monkeypatch, "onnx")
     assert choose_backend().name == "torch"
 
 
@@ -96,38 +139,65 @@ def test_auto_picks_torch_cuda_graphs_on_a_gpu_that_is_not_nvidia(monkeypatch):
 
 def test_auto_on_a_gpu_machine_with_device_cpu_picks_the_cpu_rule(monkeypatch):
     fake_gpu(monkeypatch)
+    cpu_bf16(monkeypatch, True)
     choice = choose_backend("auto", "cpu")
-    assert (choice.name, choice.device) == ("onnxruntime", "cpu")
+    assert (choice.name, choice.device) == ("openvino", "cpu")
     assert "the CPU was asked for" in choice.reason
+    cpu_bf16(monkeypatch, False)
+    assert choose_backend("auto", "cpu").name == "onnxruntime"
 
 
 def test_a_named_backend_with_device_auto_runs_where_it_can(monkeypatch):
     fake_gpu(monkeypatch)
     assert choose_backend("torch", "auto").device == "cuda:0"
     assert choose_backend("onnxruntime", "auto").device == "cpu"  # ONNX Runtime runs on the CPU here
+    assert choose_backend("openvino", "auto").device == "cpu"  # and OpenVINO
     assert choose_backend("torch", "auto").reason == "requested"
 
 
-def test_auto_with_float16_on_the_cpu_picks_torch(no_gpu):
-    assert choose_backend(dtype=torch.float16).name == "torch"
+def test_auto_with_float16_on_the_cpu_picks_torch(no_gpu, monkeypatch):
+    cpu_bf16(monkeypatch, True)
+    choice = choose_backend(dtype=torch.float16)
+    assert (choice.name, choice.precision) == ("torch", "fp16")
 
 
-def test_an_auto_choice_that_cannot_open_falls_back_and_says_why(no_gpu, monkeypatch):
-    model = DCRN(DCRNConfig(num_classes=3, encoder_widths=(8,), hidden_size=8, input_size=32)).eval()
+def test_a_requested_openvino_states_the_precision_the_cpu_gives(no_gpu, monkeypatch):
+    cpu_bf16(monkeypatch, True)
+    assert choose_backend("openvino").precision == "bf16"
+    cpu_bf16(monkeypatch, False)
+    assert choose_backend("openvino").precision == "fp32"
+
+
+def test_an_auto_openvino_that_cannot_open_falls_back_to_onnxruntime_and_says_why(no_gpu, monkeypatch, tmp_path):
+    cpu_bf16(monkeypatch, True)
     choice = choose_backend()
-    assert choice.name == "onnxruntime"
-    monkeypatch.setitem(sys.modules, "dcrn.engine.backend_onnxruntime", None)  # the backend fails to import
-    backend, used = open_backend(model, choice, max_batch=2)
+    assert choice.name == "openvino"
+    missing(monkeypatch, "dcrn.engine.backend_openvino")  # the backend fails to import
+    backend, used = open_backend(tiny_model(), choice, max_batch=2, cache_dir=tmp_path)
+    assert (backend.name, used.name, used.precision) == ("onnxruntime", "onnxruntime", "fp32")
+    assert "openvino backend failed to open" in used.reason and "not available" in used.reason
+    assert used.record_fields()["precision"] == "fp32"
+
+
+def test_an_auto_choice_whose_cpu_runtimes_cannot_open_falls_back_to_torch(no_gpu, monkeypatch, tmp_path):
+    cpu_bf16(monkeypatch, True)
+    choice = choose_backend()
+    missing(monkeypatch, "dcrn.engine.backend_openvino", "dcrn.engine.backend_onnxruntime")
+    backend, used = open_backend(tiny_model(), choice, max_batch=2, cache_dir=tmp_path)
     assert (backend.name, used.name) == ("torch", "torch")
-    assert "failed to open" in used.reason and "not available" in used.reason
+    assert "onnxruntime backend failed to open" in used.reason and "not available" in used.reason
 
 
-def test_create_backend_auto_steps_like_the_model(no_gpu, tmp_path):
-    model = DCRN(DCRNConfig(num_classes=3, encoder_widths=(8,), hidden_size=8, input_size=32)).eval()
+@pytest.mark.parametrize("bf16", [False, True])
+def test_create_backend_auto_steps_like_the_model(no_gpu, monkeypatch, tmp_path, bf16):
+    cpu_bf16(monkeypatch, bf16)
+    model = tiny_model()
     backend = create_backend("auto", model, device="auto", cache_dir=tmp_path)
-    assert backend.name == "onnxruntime"
+    assert backend.name == ("openvino" if bf16 else "onnxruntime")
     frame = torch.randn(1, 3, 32, 32)
     logits, _ = backend.step(frame, backend.initial_state(1))
     with torch.no_grad():
         expected, _ = model.step(frame, model.initial_state(1))
-    assert torch.allclose(logits, expected, atol=1e-4)
+    # bf16 where the CPU really has it (the capability is simulated; OpenVINO reports what it compiled)
+    atol = 2e-2 * expected.abs().max().item() if backend.precision == "bf16" else 1e-4
+    assert torch.allclose(logits, expected, atol=atol)

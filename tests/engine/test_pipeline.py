@@ -202,6 +202,25 @@ def test_synthetic_stream_with_stats_records_and_duration_limit(tmp_path):
     assert {"capture", "preprocess", "step", "sink"} == set(stats[-1]["stages"])
 
 
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime", "torch"])
+def test_stats_records_say_which_backend_ran_and_in_what_precision(tmp_path, backend):
+    write_model(tmp_path / "m.pt")
+    config = PipelineConfig(
+        sources=["synthetic:?fps=60&width=64&height=48"],
+        model=str(tmp_path / "m.pt"),
+        backend=backend,
+        max_frames=6,
+        stats_interval_s=0.01,
+        cache_dir=str(tmp_path / "cache"),
+        threads=1,
+    )
+    pipeline, records = run(config)
+    stats = [r for r in records if r["type"] == "stats"]
+    assert stats and all(r["backend"] == backend and r["device"] == "cpu" for r in stats)
+    assert {r["precision"] for r in stats} == {pipeline.backend.precision}
+    assert pipeline.backend.precision in ("fp32", "bf16")  # bf16: openvino on a CPU with native bf16
+
+
 def test_stop_from_another_thread_ends_the_run_and_closes_sinks(tmp_path):
     write_model(tmp_path / "m.pt")
     sink = JsonlSink(tmp_path / "out.jsonl")
