@@ -1,12 +1,12 @@
 """``dcrn bench``: step latency, throughput, the sliding-window baseline, constant latency, end to end.
 
-Runs every backend this machine has (``torch``, ``onnxruntime``, ``tensorrt``) on one model, prints a
-table and, with ``--json PATH``, writes the machine-readable document (one object per backend under
-``"backends"``, and under ``"default_backend"`` the one ``--backend auto`` -- the default of ``dcrn run``
--- picks here, and why). ``--backend auto`` measures that one alone. ``--int8`` adds ``onnxruntime-int8``:
-the onnxruntime backend with its encoder in INT8 (engine.quantize), measured in the same run, so the
-speed-up is a ratio on the same load. ``--quick`` is the two-minute version (a 10,000-frame stream instead
-of 100,000).
+Runs every backend this machine has (``torch``, ``onnxruntime``, ``openvino``, ``tensorrt``) on one model,
+side by side, prints a table and, with ``--json PATH``, writes the machine-readable document (one object
+per backend under ``"backends"``, each with the precision it ran in, and under ``"default_backend"`` the
+one ``--backend auto`` -- the default of ``dcrn run`` -- picks here, and why). ``--backend auto`` measures
+that one alone. ``--int8`` adds ``onnxruntime-int8``: the onnxruntime backend with its encoder in INT8
+(engine.quantize), measured in the same run, so the speed-up is a ratio on the same load. ``--quick`` is
+the two-minute version (a 10,000-frame stream instead of 100,000).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+BACKEND_NAMES = ("torch", "onnxruntime", "openvino", "tensorrt")  # engine.backends.BACKENDS, without importing torch
 AUTO = "auto"
 INT8 = "onnxruntime-int8"  # the onnxruntime backend with its encoder in INT8
 INIT_MODEL = "init"  # --model init: a freshly initialised seed CNN + GRU (no checkpoint needed)
@@ -114,7 +114,12 @@ def main(args: argparse.Namespace) -> int:
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
         "model": model_info,
         "settings": settings,
-        "default_backend": {"name": default.name, "device": default.device, "reason": default.reason},
+        "default_backend": {
+            "name": default.name,
+            "device": default.device,
+            "precision": default.precision,
+            "reason": default.reason,
+        },
         "backends": {report.name: report.to_dict() for report in reports},
         "targets": [asdict(t) for t in check_targets(reports)],
     }
@@ -175,7 +180,7 @@ def _bench_one(name: str, plan: _Plan):
     """Open one backend, run the micro-benchmarks on it, then the end-to-end runs; or say why it cannot run."""
     import torch
 
-    from dcrn.engine.backends import create_backend
+    from dcrn.engine.backends import CPU_ONLY, create_backend
     from dcrn.engine.bench import bench_backend, make_inputs
     from dcrn.engine.bench_e2e import run_e2e
     from dcrn.engine.bench_report import BackendReport
@@ -184,7 +189,7 @@ def _bench_one(name: str, plan: _Plan):
     from dcrn.models.errors import ConfigError
 
     runtime = "onnxruntime" if name == INT8 else name
-    device = torch.device("cpu") if runtime == "onnxruntime" else plan.device  # ONNX Runtime runs on the CPU here
+    device = torch.device("cpu") if runtime in CPU_ONLY else plan.device
     report = BackendReport(name=name, device=str(device), threads=plan.threads)
     torch.set_num_threads(plan.threads)
     max_batch = max(plan.settings.batches)
@@ -203,7 +208,8 @@ def _bench_one(name: str, plan: _Plan):
         log.warning("%s: unavailable: %s", name, exc)
         report.available, report.reason = False, str(exc)
         return report
-    log.info("%s on %s: measuring", name, device)
+    report.precision = backend.precision
+    log.info("%s (%s) on %s: measuring", name, backend.precision, device)
     try:
         window_fn, report.window_baseline = window_runner(
             runtime, plan.model, device=device, dtype=plan.dtype, window=plan.settings.window, threads=plan.threads

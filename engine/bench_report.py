@@ -23,6 +23,7 @@ class BackendReport:
 
     name: str
     device: str = "cpu"
+    precision: str = ""  # what the step computed in: fp32, fp16, bf16 or int8 (the opened backend's)
     available: bool = True
     reason: str = ""  # why it is unavailable
     threads: int = 1  # CPU threads of the step, throughput, window and drift measurements
@@ -33,7 +34,12 @@ class BackendReport:
     def to_dict(self) -> dict[str, Any]:
         if not self.available:
             return {"available": False, "device": self.device, "reason": self.reason}
-        out: dict[str, Any] = {"available": True, "device": self.device, "threads": self.threads}
+        out: dict[str, Any] = {
+            "available": True,
+            "device": self.device,
+            "precision": self.precision,
+            "threads": self.threads,
+        }
         if self.bench is not None:
             steps, window, drift = self.bench.steps, self.bench.window, self.bench.drift
             out |= {
@@ -86,7 +92,7 @@ def describe_machine() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
-    for module in ("onnxruntime", "numpy"):
+    for module in ("onnxruntime", "openvino", "numpy"):
         try:
             info[module] = __import__(module).__version__
         except ImportError:
@@ -152,17 +158,22 @@ def format_table(doc: dict[str, Any]) -> str:
         f"dcrn bench{' --quick' if doc['quick'] else ''}  {doc['created']}",
         f"model    {model['name']}: {model['summary']}",
         f"machine  {machine['cpu_model']}, {machine['logical_cores']} cores, GPU: {machine['gpu'] or 'none'}; "
-        f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}",
+        f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, openvino {machine.get('openvino')}",
         f"load     {' '.join(map(str, doc['load_avg_start']))} at start, "
         f"{' '.join(map(str, doc['load_avg_end']))} at end (1/5/15 min)",
     ]
     if doc.get("default_backend"):
         default = doc["default_backend"]
-        lines.append(f"default  {default['name']} on {default['device']} ({default['reason']})")
+        precision = f" {default['precision']}" if default.get("precision") else ""
+        lines.append(f"default  {default['name']}{precision} on {default['device']} ({default['reason']})")
     lines += [
         "",
     ]
-    rows: list[tuple[str, list[str]]] = [("backend", names), ("device", [backends[n]["device"] for n in names])]
+    rows: list[tuple[str, list[str]]] = [
+        ("backend", names),
+        ("device", [backends[n]["device"] for n in names]),
+        ("precision", [backends[n].get("precision") or "-" for n in names]),
+    ]
 
     def row(label: str, key: str, fmt: str = "{:.3f}", sub: str | None = None) -> None:
         cells = []

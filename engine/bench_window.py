@@ -7,6 +7,7 @@ backend gets the baseline on its own runtime, so the ratio compares like with li
 * ``torch`` on CPU: eager ``forward_sequence``; on CUDA: the recompute captured in a CUDA graph (as the
   step is), so the GPU ratio is not just kernel-launch overhead;
 * ``onnxruntime``: the T-frame clip graph exported to ONNX and run by ONNX Runtime with the same threads;
+* ``openvino``: the same clip graph compiled by OpenVINO as the step is (same threads, same precision);
 * ``tensorrt``: the torch CUDA-graph recompute (the clip graph is not built into an engine here).
 """
 
@@ -23,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from dcrn.engine.step_graph import OPSET
 from dcrn.models.dcrn import DCRN
 
 log = logging.getLogger(__name__)
-OPSET = 17
 
 WindowFn = Callable[[torch.Tensor], Any]
 
@@ -48,7 +49,10 @@ def window_runner(
     """A function that recomputes one T-frame clip on ``backend``'s runtime, and a short description."""
     size = model.config.input_size
     if backend == "onnxruntime":
-        return _onnxruntime_window(model, window, size, threads), "onnxruntime clip graph"
+        return _onnxruntime_window(_clip_graph(model, window, size), threads), "onnxruntime clip graph"
+    if backend == "openvino":
+        run, precision = _openvino_window(_clip_graph(model, window, size), threads)
+        return run, f"openvino clip graph ({precision})"
     net = _LastLogits(copy.deepcopy(model)).eval()  # a copy: moving or casting it leaves the caller's model alone
     if device.type == "cuda":
         net = net.to(device=device, dtype=dtype)
@@ -61,9 +65,8 @@ def window_runner(
     return eager, "torch eager forward_sequence"
 
 
-def _onnxruntime_window(model: DCRN, window: int, size: int, threads: int) -> WindowFn:
-    import onnxruntime as ort
-
+def _clip_graph(model: DCRN, window: int, size: int) -> Path:
+    """The T-frame clip graph ``clip (1, T, 3, S, S) -> logits of the last frame`` as ONNX, in a temporary folder."""
     net = _LastLogits(copy.deepcopy(model)).to("cpu", torch.float32).eval()
     clip = torch.zeros(1, window, 3, size, size)  # (1, T, 3, S, S)
     folder = tempfile.mkdtemp(prefix="dcrn-bench-")
@@ -75,6 +78,12 @@ def _onnxruntime_window(model: DCRN, window: int, size: int, threads: int) -> Wi
         except Exception as exc:  # any exporter failure: try the other exporter
             log.debug("TorchScript export failed (%s); using the dynamo exporter", exc)
             torch.onnx.export(net, (clip,), str(path), dynamo=True, opset_version=OPSET, input_names=["clip"])
+    return path
+
+
+def _onnxruntime_window(path: Path, threads: int) -> WindowFn:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
@@ -85,6 +94,18 @@ def _onnxruntime_window(model: DCRN, window: int, size: int, threads: int) -> Wi
         return session.run(None, {name: clip.detach().contiguous().numpy()})[0]
 
     return run
+
+
+def _openvino_window(path: Path, threads: int) -> tuple[WindowFn, str]:
+    from dcrn.engine.backend_openvino import compile_cpu
+
+    compiled, precision = compile_cpu(path, threads=threads)
+    request = compiled.create_infer_request()
+
+    def run(clip: torch.Tensor) -> Any:
+        return request.infer([clip.detach().contiguous().numpy()], share_inputs=True)[0]
+
+    return run, precision
 
 
 def _cuda_graph_window(net: nn.Module, window: int, size: int, device: torch.device, dtype: torch.dtype) -> WindowFn:

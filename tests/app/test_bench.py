@@ -52,10 +52,12 @@ def test_bench_json_has_every_key_for_each_available_backend(tiny_checkpoint, tm
     argv += ["--e2e-seconds", "1.5", "--e2e-threads", "1", "--json", str(out)]
     assert main(argv) == 0
     doc = json.loads(out.read_text())
-    assert set(doc["backends"]) == {"torch", "onnxruntime", "tensorrt"}
+    assert set(doc["backends"]) == {"torch", "onnxruntime", "openvino", "tensorrt"}
     assert doc["machine"]["logical_cores"] >= 1 and doc["machine"]["torch"] == torch.__version__
     ran = {name: data for name, data in doc["backends"].items() if data["available"]}
-    assert {"torch", "onnxruntime"} <= set(ran)
+    assert {"torch", "onnxruntime", "openvino"} <= set(ran)
+    assert ran["torch"]["precision"] == ran["onnxruntime"]["precision"] == "fp32"
+    assert ran["openvino"]["precision"] in ("bf16", "fp32")  # bf16 where the CPU has it natively
     for name, data in ran.items():
         assert set(data) >= BACKEND_KEYS, f"{name} lacks {BACKEND_KEYS - set(data)}"
         assert set(data["throughput_fps"]) == {"1", "2"}
@@ -67,6 +69,8 @@ def test_bench_json_has_every_key_for_each_available_backend(tiny_checkpoint, tm
         assert doc["backends"]["tensorrt"]["reason"]
     printed = capsys.readouterr().out
     assert "window / step" in printed and "targets" in printed
+    precision_row = next(line for line in printed.splitlines() if line.strip().startswith("precision"))
+    assert precision_row.split()[1:] == [doc["backends"][n].get("precision") or "-" for n in doc["backends"]]
 
 
 def test_bench_backend_measures_a_carried_stream_with_positive_numbers():
@@ -117,7 +121,21 @@ def test_bench_int8_column_runs_beside_float32_and_names_the_default_backend(tmp
     doc = json.loads(out.read_text())
     default = choose_backend()
     assert doc["default_backend"]["name"] == default.name and doc["default_backend"]["reason"] == default.reason
+    assert doc["default_backend"]["precision"] == default.precision
     assert set(doc["backends"]) == {default.name, "onnxruntime-int8"}
     int8 = doc["backends"]["onnxruntime-int8"]
     assert int8["available"] and int8["step_ms_p50"] > 0 and int8["e2e"]["1"]["frames"] > 0
-    assert f"default  {default.name} on {default.device}" in capsys.readouterr().out
+    assert int8["precision"] == "int8"
+    assert f"default  {default.name} {default.precision} on {default.device}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_window_baseline_runs_on_the_backends_own_runtime(runtime):
+    model = DCRN(TINY).eval()
+    window_fn, how = window_runner(runtime, model, device=torch.device("cpu"), dtype=torch.float32, window=4)
+    clip = torch.randn(1, 4, 3, TINY.input_size, TINY.input_size)  # (1, T, 3, S, S)
+    with torch.no_grad():
+        expected = model.forward_sequence(clip)[:, -1]  # (1, C)
+    got = torch.as_tensor(window_fn(clip))
+    assert how.startswith(f"{runtime} clip graph") and got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=2e-2 * expected.abs().max().item())  # bf16 in openvino
