@@ -202,3 +202,19 @@ def test_a_backend_whose_module_cannot_be_imported_is_unavailable_with_install_a
     advice = r"backend 'tensorrt' is not available.*pip install tensorrt .*pip install tensorrt-rtx"
     with pytest.raises(BackendUnavailable, match=advice):
         create_backend("tensorrt", small_model())
+
+
+def test_openvino_on_a_graph_it_cannot_read_is_backend_unavailable_in_one_line(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx graph")
+    with pytest.raises(BackendUnavailable, match="OpenVINO could not read") as info:
+        backend_openvino.OpenVinoBackend(small_model(), bad)
+    assert "\n" not in str(info.value)
+
+
+def test_openvino_compiles_each_batch_size_once_and_steps_any(tmp_path):
+    model = small_model()
+    backend = create_backend("openvino", model, max_batch=4, cache_dir=tmp_path)
+    frames = torch.randn(3, 3, 3, 32, 32)  # batch 3: compiled on first use, beside 1 and 4
+    assert torch.allclose(run_steps(backend, frames), reference(model, frames), atol=2e-2)
+    assert sorted(backend._requests) == [1, 3, 4]
