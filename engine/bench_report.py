@@ -94,7 +94,7 @@ def describe_machine() -> dict[str, Any]:
     }
     for module in ("onnxruntime", "openvino", "numpy"):
         try:
-            info[module] = __import__(module).__version__
+            info[module] = str(__import__(module).__version__).split("-")[0]  # openvino: 2026.4.1-22982-...
         except ImportError:
             info[module] = None
     return info
