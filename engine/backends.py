@@ -159,10 +159,13 @@ def choose_backend(
         return BackendChoice(backend, resolved, "requested", precision=precision)
     if resolved.startswith("cuda"):
         trt, why_not = _tensorrt_for(gpu)
+        precision = precision_of(dtype)
         if trt is None:
-            return BackendChoice("torch", resolved, f"auto: {gpu.text}, {why_not}: torch with CUDA graphs")
+            why = f"auto: {gpu.text}, {why_not}: torch with CUDA graphs"
+            return BackendChoice("torch", resolved, why, precision=precision)
         graph = ("torch", resolved, f"auto: {gpu.text}; TensorRT failed to open: torch with CUDA graphs")
-        return BackendChoice("tensorrt", resolved, f"auto: {gpu.text} with {trt} installed", fallbacks=(graph,))
+        why = f"auto: {gpu.text} with {trt} installed"
+        return BackendChoice("tensorrt", resolved, why, fallbacks=(graph,), precision=precision)
     where = "the CPU was asked for" if str(device) != AUTO else "no CUDA GPU"
     return _choose_cpu(where, dtype)
 

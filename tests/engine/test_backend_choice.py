@@ -111,6 +111,7 @@ def test_auto_picks_tensorrt_on_an_nvidia_gpu_where_it_is_installed(monkeypatch)
     assert (choice.name, choice.device) == ("tensorrt", "cuda:0")
     assert "NVIDIA H200" in choice.reason and "tensorrt 10.9.0" in choice.reason
     assert choice.fallbacks[0][:2] == ("torch", "cuda:0")  # should the engine fail to build
+    assert choice.precision == "fp32" and choose_backend(dtype=torch.float16).precision == "fp16"
 
 
 def test_auto_picks_torch_cuda_graphs_on_an_nvidia_gpu_without_tensorrt(monkeypatch):
