@@ -276,7 +276,8 @@ class Controller(QObject):
             backend = record.get("backend")
             if backend and backend != self.backend_shown:  # once a session: which backend runs, and why
                 self.backend_shown = str(backend)
-                self._event("backend", f"{backend} on {record.get('device')}: {record.get('backend_reason')}")
+                where = f"{backend} ({record.get('precision')}) on {record.get('device')}"
+                self._event("backend", f"{where}: {record.get('backend_reason')}")
             return
         if record.get("type") != "event":
             return

@@ -28,6 +28,7 @@ def test_window_runs_the_auto_backend_and_lists_it_among_the_events(qtbot, tmp_p
         qtbot.waitUntil(lambda: gui.controller.backend_shown is not None, timeout=30_000)
         rows = [row for row in gui.window.events.rows if row.event == "backend"]
         assert gui.controller.backend_shown == expected.name
-        assert len(rows) == 1 and rows[0].detail.startswith(f"{expected.name} on {expected.device}: auto:")
+        where = f"{expected.name} ({expected.precision}) on {expected.device}"
+        assert len(rows) == 1 and rows[0].detail.startswith(f"{where}: auto:")
     finally:
         gui.window.close()
