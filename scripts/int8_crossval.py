@@ -1,7 +1,12 @@
-"""What INT8 does to a cross-validated model: each fold scored with its float32 and its INT8 step graph.
+"""What INT8 (and bf16) do to a cross-validated model: each fold scored with its float32 and its INT8 step graph.
 
     .venv/bin/python scripts/int8_crossval.py --data ../shared/data/fight-cctv --json runs/fight-cctv/int8-cv.json \
         runs/fight-cctv/cv/fold{1..5}.last.pt
+    .venv/bin/python scripts/int8_crossval.py --data ../shared/data/fight-cctv --no-int8 --openvino \
+        --json runs/fight-cctv/bf16-cv.json runs/fight-cctv/cv/fold{1..5}.last.pt
+
+``--openvino`` adds a column: the float32 graph compiled by OpenVINO the way the ``openvino`` backend
+compiles it (bf16 where the CPU has it natively, the precision ``auto`` picks); ``--no-int8`` leaves INT8 out.
 
 For every fold checkpoint (``dcrn train --val-groups``, as scripts/train-fight-cctv makes them) the encoder
 is quantised on frames of that fold's **training** groups only (``Calibration.exclude_groups`` = its
@@ -39,6 +44,21 @@ def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+class OpenVinoSession:
+    """An ONNX file compiled as the openvino backend compiles it, answering ``run`` like an ORT session."""
+
+    def __init__(self, path: Path) -> None:
+        from dcrn.engine.backend_openvino import compile_cpu
+
+        compiled, self.precision = compile_cpu(path, threads=1)
+        self.request = compiled.create_infer_request()
+        self.ports = {name: port for port in compiled.outputs for name in port.get_names()}
+
+    def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self.request.infer(feed, share_outputs=False)
+        return [results[self.ports[name]] for name in outputs]
+
+
 def last_frame_predictions(sessions: dict, model, clips) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each session's class at the last frame of every clip (fresh state each), and its seconds per frame."""
     config = model.config
@@ -63,7 +83,9 @@ def last_frame_predictions(sessions: dict, model, clips) -> tuple[dict[str, np.n
     return {k: np.array(v) for k, v in preds.items()}, {k: v / max(frames_done, 1) for k, v in spent.items()}
 
 
-def score_fold(path: Path, data: Path, cache: Path, calibration: dict) -> dict:
+def score_fold(
+    path: Path, data: Path, cache: Path, calibration: dict, int8: bool = True, openvino: bool = False
+) -> dict:
     model, meta = load_checkpoint(path)
     held = tuple((meta.get("trained_with") or {}).get("val_groups") or [])
     if not held:
@@ -71,8 +93,12 @@ def score_fold(path: Path, data: Path, cache: Path, calibration: dict) -> dict:
     index = scan(data, model.config.class_names)
     clips = [s for s in index.clips if s.group in held]
     cal = Calibration(str(data), exclude_groups=held, **calibration)
-    graphs = {"float32": exported_graph(model, cache), "int8": int8_graph(model, cal, cache)}
-    preds, per_frame = last_frame_predictions({k: session(p) for k, p in graphs.items()}, model, clips)
+    sessions = {"float32": session(exported_graph(model, cache))}
+    if int8:
+        sessions["int8"] = session(int8_graph(model, cal, cache))
+    if openvino:
+        sessions["openvino"] = OpenVinoSession(exported_graph(model, cache))
+    preds, per_frame = last_frame_predictions(sessions, model, clips)
     labels = np.array([s.label for s in clips])
     result = {"checkpoint": str(path), "val_groups": list(held), "num_clips": len(clips)}
     for name, p in preds.items():
@@ -82,10 +108,15 @@ def score_fold(path: Path, data: Path, cache: Path, calibration: dict) -> dict:
             "balanced_accuracy": round(float(np.mean(recall)), 4),
             "ms_per_frame": round(per_frame[name] * 1000, 2),
         }
-    result["agreement"] = round(float(np.mean(preds["float32"] == preds["int8"])), 4)
+    if "openvino" in sessions:
+        result["openvino"]["precision"] = sessions["openvino"].precision
+    others = [name for name in preds if name != "float32"]
+    agreement = {name: round(float(np.mean(preds["float32"] == preds[name])), 4) for name in others}
+    result["agreement"] = agreement.pop("int8") if int8 else None  # with float32, of the INT8 graph
+    result.update({f"agreement_{name}": value for name, value in agreement.items()})
     log.info(
-        "%s: %d clips, float32 %.3f, int8 %.3f, same class on %.1f%% of clips",
-        path.name, len(clips), result["float32"]["accuracy"], result["int8"]["accuracy"], 100 * result["agreement"],
+        "%s: %d clips, %s", path.name, len(clips),
+        ", ".join(f"{name} {result[name]['accuracy']:.3f}" for name in preds),
     )  # fmt: skip
     return result
 
@@ -98,15 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=Calibration.clips, help="calibration clips per fold")
     parser.add_argument("--frames-per-clip", type=int, default=Calibration.frames_per_clip)
     parser.add_argument("--method", default=Calibration.method, choices=["minmax", "percentile", "entropy"])
+    parser.add_argument("--no-int8", dest="int8", action="store_false", help="leave the INT8 graph out")
+    parser.add_argument("--openvino", action="store_true", help="add the graph as the openvino backend runs it")
     parser.add_argument("checkpoints", nargs="+", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     calibration = {"clips": args.clips, "frames_per_clip": args.frames_per_clip, "method": args.method}
-    folds = [score_fold(p, args.data, args.cache_dir, calibration) for p in args.checkpoints]
-    summary: dict = {"calibration": calibration, "folds": folds}
-    for name in ("float32", "int8"):
+    folds = [score_fold(p, args.data, args.cache_dir, calibration, args.int8, args.openvino) for p in args.checkpoints]
+    summary: dict = {"calibration": calibration if args.int8 else None, "folds": folds}
+    names = ["float32", *(["int8"] if args.int8 else []), *(["openvino"] if args.openvino else [])]
+    clips = sum(f["num_clips"] for f in folds)
+    for name in names:
         acc = np.array([f[name]["accuracy"] for f in folds])
-        clips = sum(f["num_clips"] for f in folds)
         summary[name] = {
             "accuracy_mean": round(float(acc.mean()), 4),
             "accuracy_std": round(float(acc.std()), 4),
@@ -114,13 +148,15 @@ def main(argv: list[str] | None = None) -> int:
             "pooled_accuracy": round(sum(f[name]["accuracy"] * f["num_clips"] for f in folds) / clips, 4),
             "ms_per_frame_mean": round(float(np.mean([f[name]["ms_per_frame"] for f in folds])), 2),
         }
-    summary["agreement"] = round(sum(f["agreement"] * f["num_clips"] for f in folds) / clips, 4)
-    log.info(
-        "float32 %.3f ± %.3f, int8 %.3f ± %.3f (pooled %.3f -> %.3f); same class on %.1f%% of clips",
-        summary["float32"]["accuracy_mean"], summary["float32"]["accuracy_std"],
-        summary["int8"]["accuracy_mean"], summary["int8"]["accuracy_std"],
-        summary["float32"]["pooled_accuracy"], summary["int8"]["pooled_accuracy"], 100 * summary["agreement"],
-    )  # fmt: skip
+    for name in names[1:]:
+        key = "agreement" if name == "int8" else f"agreement_{name}"
+        summary[key] = round(sum(f[key] * f["num_clips"] for f in folds) / clips, 4)
+        log.info(
+            "float32 %.3f ± %.3f, %s %.3f ± %.3f (pooled %.3f -> %.3f); same class on %.1f%% of clips",
+            summary["float32"]["accuracy_mean"], summary["float32"]["accuracy_std"], name,
+            summary[name]["accuracy_mean"], summary[name]["accuracy_std"],
+            summary["float32"]["pooled_accuracy"], summary[name]["pooled_accuracy"], 100 * summary[key],
+        )  # fmt: skip
     if args.json_path:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)
         args.json_path.write_text(json.dumps(summary, indent=2) + "\n")
