@@ -227,8 +227,7 @@ def open_backend(model: DCRN, choice: BackendChoice, **options: object) -> tuple
             log.warning("%s could not be opened (%s); falling back to %s", choice.name, exc, name)
             choice = BackendChoice(name, device, f"{reason} ({exc})", choice.fallbacks[1:])
             continue
-        precision = getattr(backend, "precision", choice.precision)
-        return backend, (choice if precision == choice.precision else replace(choice, precision=precision))
+        return backend, replace(choice, precision=backend.precision)
 
 
 @dataclass(frozen=True)

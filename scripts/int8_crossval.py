@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from dcrn.engine.backend_onnxruntime import exported_graph
 from dcrn.engine.quantize import Calibration, int8_graph
+from dcrn.engine.step_graph import exported_graph
 from dcrn.models import load_checkpoint
 from dcrn.models.data import scan
 from dcrn.models.video_io import read_video
