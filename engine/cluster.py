@@ -64,6 +64,7 @@ SUSPECT_S = 30.0  # a node where a stream was lost gets no new stream for this l
 WAIT_LOG_S = 10.0  # a stream with no node to go to says so this often
 COST_UNKNOWN = 0.1  # CPU (cores) assumed for a stream before any stream was measured
 CPU_SAMPLE_S = 2.0  # a host's CPU use is measured over this long
+OPENING_S = 15.0  # a host that was given a stream this recently may take this long to answer (it opens backends)
 RETRY_S = 1.0  # a stream with no node to go to is tried again this often
 NODES_TIMEOUT_S = 5.0  # the head lists its nodes within this time, or is taken to be gone
 EMBEDDED_STORE_BYTES = 256 * 1024 * 1024  # only records and one checkpoint pass through Ray's object store
@@ -642,8 +643,13 @@ class ClusterRun:
                 self._host_lost(host, f"no answer for {self._answer_limit(host):g} s")
 
     def _answer_limit(self, host: _Host) -> float:
-        """A new host imports torch and loads the model before it answers: give it longer."""
-        return self.node_timeout_s if host.answered is not None else max(60.0, self.node_timeout_s)
+        """A new host imports torch and loads the model before it answers, and a host that was just given streams
+        exports and compiles their graphs (on a busy one-core node that can take seconds): give both longer."""
+        if host.answered is None:
+            return max(60.0, self.node_timeout_s)
+        now = time.monotonic()
+        opening = any(s.host is host and now - s.placed_at < OPENING_S for s in self.streams)
+        return max(OPENING_S, self.node_timeout_s) if opening else self.node_timeout_s
 
     def _take(self, host: _Host, answer: dict) -> None:
         now = host.answered = time.monotonic()
