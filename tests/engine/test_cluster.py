@@ -184,14 +184,15 @@ def test_cluster_auto_runs_an_embedded_ray_and_writes_like_one_box(tmp_path):
 # -- a real multi-node cluster ------------------------------------------------------------------------------
 
 
-def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.5):
+def wait_for(condition, timeout_s: float, what: str, log=None, poll_s: float = 0.5):
+    """``condition()``'s first true value within ``timeout_s``; on timeout an error with ``log()``'s text."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}" + (f"\n{log()}" if log else ""))
 
 
 def dashboard_text(cluster) -> str:
@@ -225,7 +226,12 @@ def test_streams_spread_over_two_nodes_and_move_when_one_dies(tmp_path):
         args += ["--sink", f"jsonl:{out}", "--pin", "127.0.0.1-test-8=node:" + worker1[:12]]
         for _ in range(8):
             args += ["--source", camera.url]
-        driver = subprocess.Popen(args, env=cluster.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log_path = tmp_path / "driver.log"  # a file, not a pipe: nobody reads a pipe while the driver runs
+        driver = subprocess.Popen(args, env=cluster.env(), stdout=subprocess.DEVNULL, stderr=log_path.open("w"))
+
+        def driver_log() -> str:
+            return log_path.read_text()[-4000:]
+
         try:
             names = {"127.0.0.1-test", *(f"127.0.0.1-test-{k}" for k in range(2, 9))}
 
@@ -233,18 +239,18 @@ def test_streams_spread_over_two_nodes_and_move_when_one_dies(tmp_path):
                 seen = {r["stream"] for r in read_records(out) if r["type"] == "prediction"}
                 return seen >= names
 
-            wait_for(all_live, 90, "predictions from all 8 streams")
+            wait_for(all_live, 90, "predictions from all 8 streams", driver_log)
 
             # Spread: each node hosts some of the streams, the pinned one on worker 1.
             def stats_nodes():
                 return {r["stream"]: r["node"] for r in read_records(out) if r["type"] == "stats"}
 
-            wait_for(lambda: set(stats_nodes()) >= names, 15, "a stats record from every stream")
+            wait_for(lambda: set(stats_nodes()) >= names, 15, "a stats record from every stream", driver_log)
             node_of = stats_nodes()
             labels = {n: f"127.0.0.1/{n[:8]}" for n in (worker0, worker1)}
-            assert node_of["127.0.0.1-test-8"] == labels[worker1]
+            assert node_of["127.0.0.1-test-8"] == labels[worker1], driver_log()
             on0 = sorted(s for s, n in node_of.items() if n == labels[worker0])
-            assert 3 <= len(on0) <= 5, node_of  # balanced: 4 and 4, give or take the pinned one
+            assert 3 <= len(on0) <= 5, f"{node_of}\n{driver_log()}"  # balanced: 4 and 4, give or take the pinned one
             shown = dashboard_text(cluster)
             assert "StreamHost" in shown and PASSWORD not in shown
 
@@ -256,10 +262,10 @@ def test_streams_spread_over_two_nodes_and_move_when_one_dies(tmp_path):
                 restored = {r["stream"] for r in records if r.get("event") == "stream_restored"}
                 return restored >= set(on0)
 
-            wait_for(moved, 20, "the lost node's streams restored on the other node")
+            wait_for(moved, 20, "the lost node's streams restored on the other node", driver_log)
             time.sleep(3)  # predictions keep coming on the surviving node
             rc = driver.wait(90)
-            stderr = driver.stderr.read()
+            stderr = log_path.read_text()
             logs = cluster.logs_text()
         finally:
             if driver.poll() is None:
