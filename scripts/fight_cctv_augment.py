@@ -29,7 +29,8 @@ features, never touching the recipe's cache (``runs/fight-cctv/features``, read 
   ``efficientnet-lite-pytorch``, pooled 1280; inputs (x - 127) / 128). Both are exported once to ONNX
   and run with ONNX Runtime, one thread.
 
-Caches: ``runs/fight-cctv-aug/features/BACKBONE/KIND/CLIP.npy`` ((T, 1280) float32 per clip).
+Caches: ``runs/fight-cctv-aug/features/BACKBONE/KIND/CLIP.npy`` ((T, width) float32 per clip; ``mnv2map``:
+(T, 1280, 7, 7) float16).
 
 Training and scoring reuse ``scripts/fight_cctv_variants.py``: the 5 source-group folds, the recipe's
 ``dcrn.models.train.train``, every held-out clip (never augmented) from a fresh state, its last frame, the
