@@ -26,6 +26,11 @@ its last frame. A camera is different: the state is never reset between scenes, 
 ``--reset-between-clips`` gives a fresh model state at every clip (the postprocessing still runs on), for
 comparison: what the state carried across the cuts between clips costs.
 
+``--class-threshold fight=P`` sets the fight class's start threshold as ``dcrn run --class-threshold`` does
+(its end threshold follows, 0.2 below); ``--sweep P1,P2,...`` scores each of those thresholds in one run
+and writes their summaries side by side: the trade between missed fights and false alarms a user chooses
+from, measured on held-out sources.
+
 Times come from each clip's own frame rate (pts advance by 1 / fps per frame).
 
 Usage (after ``scripts/train-fight-cctv --cv``, which writes RUNS/cv/fold{1..5}.last.pt)::
@@ -33,6 +38,7 @@ Usage (after ``scripts/train-fight-cctv --cv``, which writes RUNS/cv/fold{1..5}.
     .venv/bin/python scripts/fight_cctv_events.py                      # runs/fight-cctv -> runs/fight-cctv/events.json
     .venv/bin/python scripts/fight_cctv_events.py --reset-between-clips   # -> runs/fight-cctv/events-reset.json
     .venv/bin/python scripts/fight_cctv_events.py --runs runs/try --seed 1 --json runs/try/events-s1.json
+    .venv/bin/python scripts/fight_cctv_events.py --sweep 0.5,0.6,0.7,0.8,0.9   # -> runs/fight-cctv/events-sweep.json
 """
 
 from __future__ import annotations
@@ -291,12 +297,72 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="for comparison: a fresh model state at every clip (the postprocessing still runs on)",
     )
+    parser.add_argument(
+        "--class-threshold",
+        action="append",
+        default=[],
+        metavar="LABEL=P",
+        help="a class's start threshold, as dcrn run --class-threshold (repeatable)",
+    )
+    parser.add_argument("--sweep", default="", metavar="P1,P2,...", help="score each of these fight start thresholds")
     parser.add_argument("--json", type=Path, dest="json_path", help="default RUNS/events[-seedN][-reset].json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("dcrn").setLevel(logging.WARNING)
     torch.set_num_threads(1)
-    config = PostprocessConfig()  # dcrn run's defaults
+    thresholds = {}
+    for item in args.class_threshold:
+        label, _, value = item.partition("=")
+        thresholds[label] = _probability(parser, value, f"--class-threshold wants LABEL=PROBABILITY, got {item!r}")
+    message = f"--sweep wants comma-separated probabilities, got {args.sweep!r}"
+    sweep = [_probability(parser, v, message) for v in args.sweep.split(",")] if args.sweep else []
+    missing = [f"fold{k}" for k in range(1, args.folds + 1) if not (args.runs / f"cv/fold{k}.last.pt").is_file()]
+    if missing:
+        parser.error(f"no {args.runs}/cv/{missing[0]}.last.pt: run scripts/train-fight-cctv --cv first")
+    name = "events" + ("-sweep" if args.sweep else "")
+    name += (f"-seed{args.seed}" if args.seed else "") + ("-reset" if args.reset_between_clips else "")
+    out = args.json_path or args.runs / f"{name}.json"
+    if not args.sweep:
+        result = evaluate(args, PostprocessConfig(class_thresholds=thresholds))
+    else:
+        result = []
+        for p in sweep:
+            log.info("fight start threshold %.2f:", p)
+            each = evaluate(args, PostprocessConfig(class_thresholds=thresholds | {TARGET: p}))
+            each["folds"] = [{k: v for k, v in f.items() if k != "segments"} for f in each["folds"]]  # the scores
+            result.append(each)
+        for p, each in zip(sweep, result, strict=True):
+            s = each["summary"]
+            log.info(
+                "fight %.2f: precision %.3f (worst %.3f), recall %.3f (worst %.3f), %.2f false events / min, "
+                "noFight frames in events %.3f, delay %.2f s",
+                p,
+                s["precision"]["mean"],
+                s["precision"]["worst"],
+                s["recall"]["mean"],
+                s["recall"]["worst"],
+                s["false_events_per_min_nofight"]["mean"],
+                s["nofight_frames_flagged"]["mean"],
+                s["delay_s_mean"]["mean"],
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=list) + "\n")
+    log.info("wrote %s", out)
+    return 0
+
+
+def _probability(parser: argparse.ArgumentParser, text: str, message: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        parser.error(message)
+    if not 0.0 <= value <= 1.0:
+        parser.error(message)
+    return value
+
+
+def evaluate(args: argparse.Namespace, config: PostprocessConfig) -> dict:
+    """Every fold's stream with ``config``: the folds' results and their summary."""
     folds = []
     for k in range(1, args.folds + 1):
         path = args.runs / f"cv/fold{k}.last.pt"
@@ -342,12 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         s["nofight_frames_flagged"]["mean"],
         s["event_frames_on_fight_clips"]["mean"],
     )
-    name = "events" + (f"-seed{args.seed}" if args.seed else "") + ("-reset" if args.reset_between_clips else "")
-    out = args.json_path or args.runs / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1, default=list) + "\n")
-    log.info("wrote %s", out)
-    return 0
+    return summary
 
 
 if __name__ == "__main__":

@@ -78,3 +78,22 @@ def test_event_intervals_read_the_postprocessors_records(events):
     assert len(intervals) == 1
     start, end = intervals[0]
     assert 5 < start < 12 and 20 < end < 30  # smoothed and held for 3 frames either way
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--sweep", "0.5,high"],
+        ["--sweep", "0.5,1.5"],
+        ["--class-threshold", "fight"],
+        ["--class-threshold", "fight=x"],
+        [],  # no fold checkpoints in --runs
+    ],
+)
+def test_bad_input_is_a_one_line_error_before_any_work(events, argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        events.main([*argv, "--runs", str(tmp_path / "none"), "--json", str(tmp_path / "out.json")])
+    assert exc.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert any(word in error for word in ("threshold", "--sweep", "train-fight-cctv --cv")), error
+    assert not (tmp_path / "out.json").exists()
