@@ -140,12 +140,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, model_help: str = "
     parser.add_argument("--cache-dir", metavar="DIR", help="exported graphs cache (default ~/.cache/dcrn)")
 
 
-def postprocess_config(args: argparse.Namespace):
-    from dcrn.engine.postprocess import DEFAULT_BACKGROUND, PostprocessConfig
+def class_thresholds(items: list[str]) -> dict[str, float]:
+    """``--class-threshold`` items (``LABEL=P``) -> {label: P}; a malformed item is a ConfigError."""
     from dcrn.models.errors import ConfigError
 
     thresholds = {}
-    for item in args.class_threshold:
+    for item in items:
         label, sep, value = item.rpartition("=")
         try:
             thresholds[label] = float(value)
@@ -153,6 +153,13 @@ def postprocess_config(args: argparse.Namespace):
             label = ""
         if not sep or not label:
             raise ConfigError(f"--class-threshold wants LABEL=PROBABILITY, got {item!r}")
+    return thresholds
+
+
+def postprocess_config(args: argparse.Namespace):
+    from dcrn.engine.postprocess import DEFAULT_BACKGROUND, PostprocessConfig
+
+    thresholds = class_thresholds(args.class_threshold)
     return PostprocessConfig(
         smoothing=args.smoothing,
         alpha=args.alpha,

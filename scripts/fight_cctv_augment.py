@@ -100,6 +100,7 @@ OUT = ROOT / "runs/fight-cctv-aug"
 CACHE = OUT / "features"
 SIZE = 224
 BACKBONES = ("mnv2", "effl0", "mnv2max", "mnv2gem", "mnv2map", "mnv2diff", "mnv2mid", "mnv2b17")
+MAPS = ("mnv2map", "mnv2b17")  # backbones cached as whole maps, not pooled vectors
 MAP_CELLS = 7  # MobileNetV2's map at 224 px: 7 x 7 cells of 32 x 32 pixels
 DIFF_GAIN = 3.0  # the difference image: |frame_t - frame_t-1| x 3, clipped to 0-255
 BATCH = 32
@@ -371,10 +372,9 @@ def extract(backbone: str, kinds: list[str], limit: int | None = None) -> None:
             encode_s += time.monotonic() - t0
             path = cache_path(backbone, k, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
-            if backbone == "mnv2b17":  # 15,680 numbers a frame: half precision
+            if backbone in MAPS:  # 15,680 or 62,720 numbers a frame: half precision
                 features = features.astype(np.float16)
-            if backbone == "mnv2map":  # 62,720 numbers a frame: half precision, with the cells' motion
-                features = features.astype(np.float16)
+            if backbone == "mnv2map":  # with each cell's luma change
                 motion = cache_path("motion", k, rel)
                 motion.parent.mkdir(parents=True, exist_ok=True)
                 np.save(motion, cell_motion(per_kind[k]))

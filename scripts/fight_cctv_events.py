@@ -53,9 +53,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dcrn.app.cmd_run import class_thresholds
 from dcrn.engine.frames import ACTION_ENDED, ACTION_STARTED, Frame
 from dcrn.engine.postprocess import PostprocessConfig, StreamPostprocessor
 from dcrn.models.crossval import held_out_clips
+from dcrn.models.errors import ConfigError
 from dcrn.models.video_io import read_video
 
 log = logging.getLogger("fight_cctv_events")
@@ -310,25 +312,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("dcrn").setLevel(logging.WARNING)
     torch.set_num_threads(1)
-    thresholds = {}
-    for item in args.class_threshold:
-        label, _, value = item.partition("=")
-        thresholds[label] = _probability(parser, value, f"--class-threshold wants LABEL=PROBABILITY, got {item!r}")
-    message = f"--sweep wants comma-separated probabilities, got {args.sweep!r}"
-    sweep = [_probability(parser, v, message) for v in args.sweep.split(",")] if args.sweep else []
+    try:  # every setting checked before any work: a bad one is a one-line error
+        thresholds = class_thresholds(args.class_threshold)
+        sweep = [float(v) for v in args.sweep.split(",")] if args.sweep else []
+        configs = [PostprocessConfig(class_thresholds=thresholds | {TARGET: p}) for p in sweep]
+        config = PostprocessConfig(class_thresholds=thresholds)
+    except ConfigError as exc:  # a ValueError too: first
+        parser.error(str(exc))
+    except ValueError:
+        parser.error(f"--sweep wants comma-separated probabilities, got {args.sweep!r}")
     missing = [f"fold{k}" for k in range(1, args.folds + 1) if not (args.runs / f"cv/fold{k}.last.pt").is_file()]
     if missing:
         parser.error(f"no {args.runs}/cv/{missing[0]}.last.pt: run scripts/train-fight-cctv --cv first")
     name = "events" + ("-sweep" if args.sweep else "")
     name += (f"-seed{args.seed}" if args.seed else "") + ("-reset" if args.reset_between_clips else "")
     out = args.json_path or args.runs / f"{name}.json"
-    if not args.sweep:
-        result = evaluate(args, PostprocessConfig(class_thresholds=thresholds))
+    if not sweep:
+        result = evaluate(args, config)
     else:
         result = []
-        for p in sweep:
+        for p, each_config in zip(sweep, configs, strict=True):
             log.info("fight start threshold %.2f:", p)
-            each = evaluate(args, PostprocessConfig(class_thresholds=thresholds | {TARGET: p}))
+            each = evaluate(args, each_config)
             each["folds"] = [{k: v for k, v in f.items() if k != "segments"} for f in each["folds"]]  # the scores
             result.append(each)
         for p, each in zip(sweep, result, strict=True):
@@ -349,16 +354,6 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=1, default=list) + "\n")
     log.info("wrote %s", out)
     return 0
-
-
-def _probability(parser: argparse.ArgumentParser, text: str, message: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        parser.error(message)
-    if not 0.0 <= value <= 1.0:
-        parser.error(message)
-    return value
 
 
 def evaluate(args: argparse.Namespace, config: PostprocessConfig) -> dict:
