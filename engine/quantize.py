@@ -186,6 +186,7 @@ def int8_graph(model: DCRN, calibration: Calibration, cache_dir: str | os.PathLi
     import onnxruntime
 
     from dcrn.engine.step_graph import OPSET, exported_graph
+    from dcrn.models.export import EXPORT_LOCK
 
     folder = Path(calibration.data)
     clips = calibration_clips(folder, model, calibration)
@@ -198,20 +199,23 @@ def int8_graph(model: DCRN, calibration: Calibration, cache_dir: str | os.PathLi
     path = cache / f"{model_hash(model)}-opset{OPSET}-int8-{ident.hexdigest()[:12]}.onnx"
     if path.is_file():
         return path
-    fp32 = exported_graph(model, cache_dir)
-    log.info(
-        "quantising the encoder to INT8, calibrated on %d frames of %d clips in %s",
-        len(clips) * calibration.frames_per_clip,
-        len(clips),
-        folder,
-    )
-    frames = calibration_frames(model, clips, calibration.frames_per_clip)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=cache)
-    os.close(fd)
-    try:
-        quantize_encoder(fp32, Path(tmp), model, frames, calibration.method)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with EXPORT_LOCK:  # streams opening together in one process quantise once (see models/export.py)
+        if path.is_file():
+            return path
+        fp32 = exported_graph(model, cache_dir)
+        log.info(
+            "quantising the encoder to INT8, calibrated on %d frames of %d clips in %s",
+            len(clips) * calibration.frames_per_clip,
+            len(clips),
+            folder,
+        )
+        frames = calibration_frames(model, clips, calibration.frames_per_clip)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=cache)
+        os.close(fd)
+        try:
+            quantize_encoder(fp32, Path(tmp), model, frames, calibration.method)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     log.info("INT8 step graph: %s", path)
     return path

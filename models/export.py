@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import threading
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -43,6 +44,10 @@ DTYPE_KEY = "dcrn_dtype"  # metadata_props key: "float32" or "float16" (weights 
 META_KEY = "dcrn_meta"  # metadata_props key: the checkpoint's meta (JSON), when given
 FORBIDDEN_OPS = ("Loop", "Scan", "If")  # control flow that TensorRT converts poorly or not at all
 EXAMPLE_BATCH = 2  # trace with batch 2, so the exporter cannot specialise the batch axis to 1
+# torch's ONNX exporters keep process-wide state (GLOBALS.in_onnx_export, the tracer) and _quiet() swaps
+# sys.stdout: two exports on threads of one process (streams opening together on a cluster host) break
+# each other. One export at a time; re-entrant so a cache can check and export under the same lock.
+EXPORT_LOCK = threading.RLock()
 
 
 class ExportError(DcrnError, RuntimeError):
@@ -98,10 +103,11 @@ def export_onnx(
     state = step.model.initial_state(EXAMPLE_BATCH, device="cpu", dtype=dtype)
     names_in, names_out = input_names(model), output_names(model)
     try:
-        if opset >= 18:
-            proto = _export_dynamo(step, (frame, *state), names_in, names_out, opset)
-        else:
-            proto = _export_torchscript(step, (frame, *state), names_in, names_out, opset)
+        with EXPORT_LOCK:
+            if opset >= 18:
+                proto = _export_dynamo(step, (frame, *state), names_in, names_out, opset)
+            else:
+                proto = _export_torchscript(step, (frame, *state), names_in, names_out, opset)
     except DcrnError:
         raise
     except Exception as exc:  # torch.export and the ONNX translators raise many types

@@ -109,6 +109,15 @@ class LocalCluster:
                     continue
         return "\n".join(chunks)
 
+    def worker_logs(self, tail: int = 2000) -> str:
+        """The last ``tail`` characters of each Ray worker's stderr (where a stream host logs), one block each."""
+        blocks = []
+        for path in sorted(self.temp_dir.rglob("worker-*.err")):
+            text = path.read_text(errors="replace").strip()
+            if text:
+                blocks.append(f"--- {path.name[:16]}...{path.name[-12:]}\n{text[-tail:]}")
+        return "\n".join(blocks)
+
     def close(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:

@@ -82,6 +82,38 @@ def test_onnxruntime_reuses_the_cached_graph_of_the_same_weights(tmp_path):
     assert other.path != first.path
 
 
+@pytest.mark.skipif(not HAS_EXPORT, reason="dcrn.models.export is not in this build")
+def test_streams_opening_together_in_one_process_export_each_graph_once(tmp_path, caplog):
+    """Streams on one cluster host open their backends on threads at the same moment. torch's exporter is
+    not thread-safe ("GLOBALS.in_onnx_export must be True"), so exports take turns, and the threads that
+    wait find the graph the first one wrote instead of exporting it again."""
+    import threading
+
+    models = [small_model("gru"), small_model("lstm")]
+    barrier = threading.Barrier(6)
+    paths, errors = [None] * 6, []
+
+    def open_backend(k: int) -> None:
+        barrier.wait()
+        try:
+            paths[k] = create_backend("onnxruntime", models[k % 2], cache_dir=tmp_path).path
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_backend, args=(k,)) for k in range(6)]
+    with caplog.at_level("INFO", logger="dcrn.engine.step_graph"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert not errors, errors
+    assert len({paths[0], paths[2], paths[4]}) == 1 and len({paths[1], paths[3], paths[5]}) == 1
+    exports = [r for r in caplog.records if r.getMessage().startswith("exporting the step graph")]
+    assert len(exports) == 2, [r.getMessage() for r in exports]
+    left = sorted(p.name for p in (tmp_path / "onnx").iterdir())
+    assert left == sorted({p.name for p in paths})  # and no temporary files
+
+
 def test_model_hash_depends_on_weights():
     model = small_model()
     before = model_hash(model)

@@ -229,8 +229,8 @@ def test_streams_spread_over_two_nodes_and_move_when_one_dies(tmp_path):
         log_path = tmp_path / "driver.log"  # a file, not a pipe: nobody reads a pipe while the driver runs
         driver = subprocess.Popen(args, env=cluster.env(), stdout=subprocess.DEVNULL, stderr=log_path.open("w"))
 
-        def driver_log() -> str:
-            return log_path.read_text()[-4000:]
+        def driver_log() -> str:  # and the hosts' own logs: why a node stayed silent is in them
+            return log_path.read_text()[-4000:] + "\n" + cluster.worker_logs()
 
         try:
             names = {"127.0.0.1-test", *(f"127.0.0.1-test-{k}" for k in range(2, 9))}
