@@ -5,7 +5,7 @@
 DequantizeLinear pairs that ONNX Runtime fuses into integer kernels); the cell, the head and the state
 stay float32, so the recurrent arithmetic is exactly as trained. It is made once per model and
 calibration and cached beside the float32 graph, keyed by the model's hash and a hash of the calibration
-(the clip files, their sizes and times, how many frames, the method, ONNX Runtime's version).
+(the clip files' names and contents, how many frames, the method, ONNX Runtime's version).
 
 Calibration is static: ``onnxruntime.quantization.quantize_static`` runs the float32 graph on frames of
 training clips (a few from each class and source group, spread over each clip, resized and normalised as
@@ -187,13 +187,13 @@ def int8_graph(model: DCRN, calibration: Calibration, cache_dir: str | os.PathLi
 
     from dcrn.engine.step_graph import OPSET, exported_graph
     from dcrn.models.export import EXPORT_LOCK
+    from dcrn.models.video_io import media_digest
 
     folder = Path(calibration.data)
     clips = calibration_clips(folder, model, calibration)
     ident = hashlib.sha256()
     for path in clips:
-        stat = path.stat()
-        ident.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        ident.update(f"{path.name}|{media_digest(path)}\n".encode())
     ident.update(json.dumps(asdict(calibration) | {"data": None, "ort": onnxruntime.__version__}).encode())
     cache = cache_root(cache_dir) / "onnx"
     path = cache / f"{model_hash(model)}-opset{OPSET}-int8-{ident.hexdigest()[:12]}.onnx"

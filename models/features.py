@@ -2,7 +2,7 @@
 
 With the encoder frozen, ``model.encode(frame)`` never changes during training, so every frame's feature
 vector is computed once (no augmentation), kept in memory and, with ``cache_dir``, on disk keyed by the
-video file and the encoder's configuration. Training then runs only the recurrent cell and the head over
+video's content and the encoder's configuration. Training then runs only the recurrent cell and the head over
 windows of features, which is orders of magnitude cheaper than running the CNN on every step.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from .data import DataIndex
 from .dcrn import DCRN
-from .video_io import read_video
+from .video_io import media_digest, read_video
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ class FeatureStore:
     def _disk_path(self, video: Path) -> Path | None:
         if self.cache_dir is None:
             return None
-        stat = video.stat() if video.is_file() else None
-        ident = f"{video.resolve()}|{stat.st_size if stat else 0}|{stat.st_mtime_ns if stat else 0}|{self._key}"
+        ident = f"{media_digest(video)}|{self._key}"  # the content, wherever it lies and whenever copied
         return self.cache_dir / self._key / (hashlib.sha1(ident.encode()).hexdigest()[:20] + ".npy")
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,8 +5,8 @@ optical flow on a grid, carried through a fixed multi-timescale memory, see :mod
 so all that is learned is the linear head, fitted in seconds:
 
 1. **Features once.** Every clip is decoded and its per-frame flow features computed once, then cached on
-   disk keyed by the file (path, size, modification time) and the feature recipe: adding clips computes
-   only the new ones.
+   disk keyed by the clip's content (a SHA-1 of the file) and the feature recipe: adding clips computes
+   only the new ones, and a copied or moved data folder keeps its cache.
 2. **Recipe from the data.** The head is an L2-regularised softmax regression on the standardised memory
    of every frame after a short warm-up. Its regularisation strength is chosen by cross-validation among a
    few values: by recording session when every label was recorded in two sessions or more (clips of one
@@ -37,7 +37,7 @@ from .config import DCRNConfig
 from .data import DataIndex, Sample, scan, scan_splits
 from .dcrn import DCRN
 from .errors import DataError, DcrnError
-from .video_io import read_video
+from .video_io import media_digest, read_video
 
 log = logging.getLogger(__name__)
 
@@ -296,18 +296,15 @@ def fit_softmax(memories, labels, num_classes: int, l2: float, mean, std) -> tup
 
 
 class FeatureCache:
-    """Per-frame flow features of each clip, on disk as ``.npy`` keyed by the file and the feature recipe."""
+    """Per-frame flow features of each clip, on disk as ``.npy`` keyed by the clip's content and the feature recipe."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
     def key(self, path: Path) -> Path:
-        stat = path.stat()
         ident = json.dumps(
             [
-                str(path.resolve()),
-                stat.st_size,
-                stat.st_mtime_ns,
+                media_digest(path),
                 FEATURE_RECIPE,
                 INPUT_SIZE,
                 flow_cell.GRID,

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,6 +36,30 @@ def is_video(path: Path) -> bool:
 
 def is_frame_folder(path: Path) -> bool:
     return path.is_dir() and any(p.suffix.lower() in IMAGE_EXTS for p in path.iterdir())
+
+
+def media_digest(path: Path) -> str:
+    """SHA-1 of a video's bytes (of a frame folder: of its images' names and bytes): what caches of
+    per-video results are keyed on. Unlike a file's size and time it holds when the data is copied
+    (``cp`` without ``-p``, a restored backup, a container image), and it still changes with the content."""
+    path = Path(path).resolve()
+    if path.is_dir():
+        digest = hashlib.sha1()
+        for image in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+            digest.update(f"{image.name}|{media_digest(image)}\n".encode())
+        return digest.hexdigest()
+    stat = path.stat()
+    return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8192)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """Read once per process while the file keeps its size and time (every fold of a run asks again)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def labels_file(video: Path) -> Path:
