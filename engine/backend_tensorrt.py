@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from dcrn.engine.backends import cache_root, model_hash, precision_of
+from dcrn.engine.backends import cache_root, cached_file, model_hash, precision_of
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.engine.trt_build import BuildOptions, Flavour, cached_engine, check_gpu_supported, load_tensorrt, make_logger
 from dcrn.models.cells import State
@@ -279,26 +279,10 @@ def _torch_dtype(trt, dtype) -> torch.dtype:
 
 def exported_graph(model: DCRN, folder: Path, dtype: torch.dtype) -> Path:
     """The model's step graph (``dtype`` weights and state) in ``folder``, exported now if missing."""
-    from dcrn.models.export import DEFAULT_OPSET, EXPORT_LOCK, export_onnx
+    from dcrn.models.export import DEFAULT_OPSET, export_onnx
 
     path = folder / f"{model_hash(model)}-{str(dtype).removeprefix('torch.')}-opset{DEFAULT_OPSET}.onnx"
-    if path.is_file():
-        return path
-    with EXPORT_LOCK:  # as in step_graph.exported_graph: one export per process, found by the others
-        if path.is_file():
-            return path
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=folder)
-            os.close(fd)
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot write to the cache folder {folder}: {exc.strerror or exc}") from None
-        try:
-            export_onnx(model, tmp, dtype=dtype)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return path
+    return cached_file(path, lambda tmp: export_onnx(model, tmp, dtype=dtype))
 
 
 def create(

@@ -26,6 +26,9 @@ import importlib
 import json
 import logging
 import os
+import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -366,3 +369,31 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
         return Path(os.environ["DCRN_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "dcrn"
+
+
+_CACHE_LOCK = threading.RLock()
+
+
+def cached_file(path: Path, make: Callable[[Path], object]) -> Path:
+    """``path`` from the cache, or made now: ``make(tmp)`` writes a temporary file beside it, which then
+    replaces ``path`` whole (another process never reads half a file). Threads of one process make a file
+    once: streams that open together on a cluster host wait for the first and find its file. Re-entrant,
+    so a maker may use the cache itself (the INT8 graph starts from the float32 one)."""
+    if path.is_file():
+        return path
+    with _CACHE_LOCK:
+        if path.is_file():
+            return path
+        folder = path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=folder)
+            os.close(fd)
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot write to the cache folder {folder}: {exc.strerror or exc}") from None
+        try:
+            make(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return path

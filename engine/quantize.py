@@ -23,13 +23,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dcrn.engine.backends import cache_root, model_hash
+from dcrn.engine.backends import cache_root, cached_file, model_hash
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError
@@ -186,7 +185,6 @@ def int8_graph(model: DCRN, calibration: Calibration, cache_dir: str | os.PathLi
     import onnxruntime
 
     from dcrn.engine.step_graph import OPSET, exported_graph
-    from dcrn.models.export import EXPORT_LOCK
     from dcrn.models.video_io import media_digest
 
     folder = Path(calibration.data)
@@ -199,9 +197,8 @@ def int8_graph(model: DCRN, calibration: Calibration, cache_dir: str | os.PathLi
     path = cache / f"{model_hash(model)}-opset{OPSET}-int8-{ident.hexdigest()[:12]}.onnx"
     if path.is_file():
         return path
-    with EXPORT_LOCK:  # streams opening together in one process quantise once (see models/export.py)
-        if path.is_file():
-            return path
+
+    def quantise(tmp: Path) -> None:
         fp32 = exported_graph(model, cache_dir)
         log.info(
             "quantising the encoder to INT8, calibrated on %d frames of %d clips in %s",
@@ -210,12 +207,8 @@ def int8_graph(model: DCRN, calibration: Calibration, cache_dir: str | os.PathLi
             folder,
         )
         frames = calibration_frames(model, clips, calibration.frames_per_clip)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=cache)
-        os.close(fd)
-        try:
-            quantize_encoder(fp32, Path(tmp), model, frames, calibration.method)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        quantize_encoder(fp32, tmp, model, frames, calibration.method)
+
+    cached_file(path, quantise)
     log.info("INT8 step graph: %s", path)
     return path

@@ -10,13 +10,12 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dcrn.engine.backends import cache_root, model_hash
+from dcrn.engine.backends import cache_root, cached_file, model_hash
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError
@@ -31,31 +30,18 @@ OPSET = 17
 def exported_graph(model: DCRN, cache_dir: str | os.PathLike | None = None) -> Path:
     """The model's step graph in the cache, exported now if it is not there yet (atomically)."""
     try:
-        from dcrn.models.export import EXPORT_LOCK, export_onnx
+        from dcrn.models.export import export_onnx
     except ImportError as exc:
         raise BackendUnavailable(f"ONNX export is not available ({exc})") from None
-    folder = cache_root(cache_dir) / "onnx"
-    path = folder / f"{model_hash(model)}-opset{OPSET}.onnx"
-    if path.is_file():
-        return path
-    with EXPORT_LOCK:  # streams opening together in one process: the first exports, the others find its file
-        if path.is_file():
-            return path
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot create the cache folder {folder}: {exc.strerror or exc}") from None
+    path = cache_root(cache_dir) / "onnx" / f"{model_hash(model)}-opset{OPSET}.onnx"
+
+    def export(tmp: Path) -> None:
         log.info("exporting the step graph to %s", path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=folder)
-        os.close(fd)
-        try:
-            on_cpu = next(model.parameters()).device.type == "cpu"
-            cpu_model = model if on_cpu else copy.deepcopy(model).to("cpu", torch.float32)
-            export_onnx(cpu_model.eval(), tmp, opset=OPSET)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return path
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        cpu_model = model if on_cpu else copy.deepcopy(model).to("cpu", torch.float32)
+        export_onnx(cpu_model.eval(), tmp, opset=OPSET)
+
+    return cached_file(path, export)
 
 
 def check_cpu_float32(backend: str, device: torch.device, dtype: torch.dtype) -> None:

@@ -46,8 +46,8 @@ FORBIDDEN_OPS = ("Loop", "Scan", "If")  # control flow that TensorRT converts po
 EXAMPLE_BATCH = 2  # trace with batch 2, so the exporter cannot specialise the batch axis to 1
 # torch's ONNX exporters keep process-wide state (GLOBALS.in_onnx_export, the tracer) and _quiet() swaps
 # sys.stdout: two exports on threads of one process (streams opening together on a cluster host) break
-# each other. One export at a time; re-entrant so a cache can check and export under the same lock.
-EXPORT_LOCK = threading.RLock()
+# each other. One export at a time.
+EXPORT_LOCK = threading.Lock()
 
 
 class ExportError(DcrnError, RuntimeError):
