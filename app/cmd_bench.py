@@ -74,7 +74,7 @@ class _Plan:
 
     model: Any  # the DCRN, in eval mode
     checkpoint: str  # the same model as a checkpoint path or shipped name (the pipeline loads its own)
-    settings: Any  # dcrn.engine.bench.BenchSettings
+    settings: Any  # dcrn.engine.bench.step.BenchSettings
     device: Any  # torch.device of GPU-capable backends
     dtype: Any  # torch.dtype
     threads: int  # CPU threads of the micro-benchmarks
@@ -88,8 +88,8 @@ def main(args: argparse.Namespace) -> int:
     import tempfile
     from dataclasses import asdict
 
-    from dcrn.engine.backends import choose_backend
-    from dcrn.engine.bench_report import check_targets, describe_machine, format_table, now_utc
+    from dcrn.engine.backends.choice import choose_backend
+    from dcrn.engine.bench.report import check_targets, describe_machine, format_table, now_utc
 
     created, load_start = now_utc(), [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="dcrn-bench-") as folder:
@@ -137,7 +137,7 @@ def _plan(args: argparse.Namespace, folder: Path) -> tuple[_Plan, dict]:
 
     import torch
 
-    from dcrn.engine.bench import BenchSettings
+    from dcrn.engine.bench.step import BenchSettings
     from dcrn.models.errors import ConfigError
 
     settings = BenchSettings.quick() if args.quick else BenchSettings()
@@ -154,8 +154,8 @@ def _plan(args: argparse.Namespace, folder: Path) -> tuple[_Plan, dict]:
     model, info, checkpoint = _load_model(args.model, args.input_size, folder)
     int8 = None
     if args.int8 or INT8 in (args.backend or []):
+        from dcrn.engine.backends.quantize import calibration_for
         from dcrn.engine.errors import BackendUnavailable
-        from dcrn.engine.quantize import calibration_for
         from dcrn.models import load_checkpoint
 
         try:
@@ -180,11 +180,11 @@ def _bench_one(name: str, plan: _Plan):
     """Open one backend, run the micro-benchmarks on it, then the end-to-end runs; or say why it cannot run."""
     import torch
 
-    from dcrn.engine.backends import CPU_ONLY, create_backend
-    from dcrn.engine.bench import bench_backend, make_inputs
-    from dcrn.engine.bench_e2e import run_e2e
-    from dcrn.engine.bench_report import BackendReport
-    from dcrn.engine.bench_window import window_runner
+    from dcrn.engine.backends.choice import CPU_ONLY, create_backend
+    from dcrn.engine.bench.e2e import run_e2e
+    from dcrn.engine.bench.report import BackendReport
+    from dcrn.engine.bench.step import bench_backend, make_inputs
+    from dcrn.engine.bench.window import window_runner
     from dcrn.engine.errors import BackendUnavailable
     from dcrn.models.errors import ConfigError
 

@@ -70,7 +70,7 @@ def _export_tensorrt(args: argparse.Namespace, model, meta: dict, opset: int) ->
 
     import torch
 
-    from dcrn.engine.trt_build import BuildOptions, build_engine, gpu_identity, load_tensorrt, write_engine
+    from dcrn.engine.backends.trt_build import BuildOptions, build_engine, gpu_identity, load_tensorrt, write_engine
     from dcrn.models.export import export_onnx
 
     flavour = load_tensorrt(args.flavour)

@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dcrn.engine.cluster import ClusterRun
+    from dcrn.engine.cluster.driver import ClusterRun
     from dcrn.engine.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def pipeline_config(args: argparse.Namespace, sources: list[str], *, pace: bool,
 def quiet_native_logs(args: argparse.Namespace) -> None:
     """OpenCV and FFmpeg print warnings straight to stderr; errors reach the user as one line anyway."""
     if getattr(args, "log_level", "INFO") != "DEBUG":
-        from dcrn.engine.sources import quiet_native_logs as quiet
+        from dcrn.engine.sources.base import quiet_native_logs as quiet
 
         quiet()
 
@@ -219,7 +219,7 @@ def main(args: argparse.Namespace) -> int:
         if args.pin:
             raise ConfigError("--pin needs --cluster")
         return run_pipeline(Pipeline(config, sinks))
-    from dcrn.engine.cluster import ClusterRun, Pin
+    from dcrn.engine.cluster.driver import ClusterRun, Pin
 
     run = ClusterRun(
         config, sinks, address=args.cluster, pins=[Pin.parse(p) for p in args.pin], node_timeout_s=args.node_timeout

@@ -26,17 +26,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dcrn.engine.backends import Backend, BackendChoice, choose_backend, open_backend
-from dcrn.engine.capture import Capture
+from dcrn.engine.backends.choice import Backend, BackendChoice, choose_backend, open_backend
+from dcrn.engine.backends.quantize import calibration_for
 from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, Frame, StreamEvent
 from dcrn.engine.postprocess import PostprocessConfig, StreamPostprocessor
 from dcrn.engine.preprocess import Preprocessor
-from dcrn.engine.quantize import calibration_for
 from dcrn.engine.redact import redact
-from dcrn.engine.ring import FrameRing, RingFrame
+from dcrn.engine.ring.frame_ring import FrameRing, RingFrame
 from dcrn.engine.sinks import Sink
 from dcrn.engine.slots import StateSlots
-from dcrn.engine.sources import Source, SourceOptions, open_sources, unique_name
+from dcrn.engine.sources.base import Source, SourceOptions, open_sources, unique_name
+from dcrn.engine.sources.capture import Capture
 from dcrn.engine.stats import StreamStats, log_line, total_line
 from dcrn.models.checkpoint import load_checkpoint
 from dcrn.models.dcrn import DCRN

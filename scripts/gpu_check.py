@@ -13,7 +13,7 @@ Checks, for the default model's config (the shipped ``default`` model when prese
    and float16 (normwise relative error of the logits and of each state tensor <= 1e-2), against CPU
    float32 over a 16-frame stream with the state fed back;
 2. per-step latency (host-timed, synchronised, p50/mean/p99) at batch 1 and 64 for each of those;
-3. the FrameRing upload (``engine/ring.py``, when present): frames arrive intact, and ``put`` returns
+3. the FrameRing upload (``engine/ring/frame_ring.py``, when present): frames arrive intact, and ``put`` returns
    while the upload is still queued behind busy work on the ring's stream (asynchronous);
 4. TensorRT, when installed: the tensorrt backend's parity (else the reason it cannot run here).
 
@@ -119,11 +119,11 @@ def load_model(name: str):
 
 def make_backends(model, device, dtype, max_batch: int) -> dict:
     """{"eager": ..., "graph": ...} torch backends (on CPU both run eagerly)."""
-    from dcrn.engine.backends import create_backend
+    from dcrn.engine.backends.choice import create_backend
 
     backends = {}
     try:
-        from dcrn.engine.backend_torch import TorchBackend
+        from dcrn.engine.backends.torch_backend import TorchBackend
 
         backends["eager"] = TorchBackend(model, device=device, dtype=dtype, max_batch=max_batch, use_graph=False)
     except (ImportError, TypeError) as exc:
@@ -235,10 +235,10 @@ def check_ring(report: Report, device) -> None:
     import torch
 
     if not (REPO / "engine" / "ring.py").is_file():
-        report.check("ring upload", None, "engine/ring.py is not in this build")
+        report.check("ring upload", None, "engine/ring/frame_ring.py is not in this build")
         return
     from dcrn.engine.frames import Frame
-    from dcrn.engine.ring import FrameRing
+    from dcrn.engine.ring.frame_ring import FrameRing
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(6)]
@@ -282,7 +282,7 @@ def check_tensorrt(report: Report, model, device) -> None:
     from dcrn.engine.errors import BackendUnavailable
 
     try:
-        from dcrn.engine.backend_tensorrt import TensorRTBackend
+        from dcrn.engine.backends.tensorrt_backend import TensorRTBackend
 
         backend = TensorRTBackend(model, device=device, max_batch=PARITY_BATCH)
     except BackendUnavailable as exc:

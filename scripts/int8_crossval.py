@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from dcrn.engine.quantize import Calibration, int8_graph
-from dcrn.engine.step_graph import exported_graph
+from dcrn.engine.backends.quantize import Calibration, int8_graph
+from dcrn.engine.backends.step_graph import exported_graph
 from dcrn.models import load_checkpoint
 from dcrn.models.data import scan
 from dcrn.models.video_io import read_video
@@ -48,7 +48,7 @@ class OpenVinoSession:
     """An ONNX file compiled as the openvino backend compiles it, answering ``run`` like an ORT session."""
 
     def __init__(self, path: Path) -> None:
-        from dcrn.engine.backend_openvino import compile_cpu
+        from dcrn.engine.backends.openvino_backend import compile_cpu
 
         compiled, self.precision = compile_cpu(path, threads=1)
         self.request = compiled.create_infer_request()

@@ -22,7 +22,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from dcrn.engine.quantize import calibration_for, int8_graph
+from dcrn.engine.backends.quantize import calibration_for, int8_graph
 from dcrn.models import load_checkpoint
 from dcrn.models.data import scan
 from dcrn.models.features import FeatureStore

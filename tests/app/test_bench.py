@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from dcrn.app.cli import main
-from dcrn.engine.bench import BenchSettings, bench_backend, make_inputs
-from dcrn.engine.bench_window import window_runner
+from dcrn.engine.bench.step import BenchSettings, bench_backend, make_inputs
+from dcrn.engine.bench.window import window_runner
 from dcrn.models import DCRN, DCRNConfig, save_checkpoint
 
 BACKEND_KEYS = {
@@ -74,7 +74,7 @@ def test_bench_json_has_every_key_for_each_available_backend(tiny_checkpoint, tm
 
 
 def test_bench_backend_measures_a_carried_stream_with_positive_numbers():
-    from dcrn.engine.backends import create_backend
+    from dcrn.engine.backends.choice import create_backend
 
     model = DCRN(TINY).eval()
     settings = BenchSettings(
@@ -107,7 +107,7 @@ def test_bench_rejects_a_stream_too_short_for_two_spans(tiny_checkpoint, capsys)
 
 @pytest.mark.slow
 def test_bench_int8_column_runs_beside_float32_and_names_the_default_backend(tmp_path, capsys, monkeypatch):
-    from dcrn.engine.backends import choose_backend
+    from dcrn.engine.backends.choice import choose_backend
     from tests.models.data_helpers import tiny_synthetic_set
 
     monkeypatch.setenv("DCRN_CACHE_DIR", str(tmp_path / "cache"))

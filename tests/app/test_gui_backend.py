@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("PyQt6.QtWidgets")
 
 from dcrn.app.gui.main import build
-from dcrn.engine.backends import choose_backend
+from dcrn.engine.backends.choice import choose_backend
 
 pytestmark = pytest.mark.gui
 

@@ -320,7 +320,7 @@ def test_credentials_in_the_url_never_reach_records_or_logs(tmp_path, model_path
 def test_run_without_backend_picks_the_cpu_rules_backend_for_fight_cctv_and_says_so(tmp_path):
     """The default ``--backend auto`` on a machine without a GPU: OpenVINO bf16 where the CPU has native bf16,
     else ONNX Runtime; the first log line and every stats record say which, why and in what precision."""
-    from dcrn.engine.backends import choose_backend
+    from dcrn.engine.backends.choice import choose_backend
     from dcrn.models import shipped_models
 
     if "fight-cctv" not in shipped_models():

@@ -14,8 +14,8 @@ import types
 import pytest
 import torch
 
-from dcrn.engine import backend_openvino
-from dcrn.engine.backends import choose_backend, create_backend, open_backend
+from dcrn.engine.backends import openvino_backend
+from dcrn.engine.backends.choice import choose_backend, create_backend, open_backend
 from dcrn.models import DCRN, DCRNConfig
 
 
@@ -30,7 +30,7 @@ def no_gpu(monkeypatch):
 
 def cpu_bf16(monkeypatch, native: bool) -> None:
     """OpenVINO reports a CPU with (AVX512_BF16 / AMX) or without native bf16."""
-    monkeypatch.setattr(backend_openvino, "native_bf16", lambda: native)
+    monkeypatch.setattr(openvino_backend, "native_bf16", lambda: native)
 
 
 def missing(monkeypatch, *modules: str) -> None:
@@ -173,7 +173,7 @@ def test_an_auto_openvino_that_cannot_open_falls_back_to_onnxruntime_and_says_wh
     cpu_bf16(monkeypatch, True)
     choice = choose_backend()
     assert choice.name == "openvino"
-    missing(monkeypatch, "dcrn.engine.backend_openvino")  # the backend fails to import
+    missing(monkeypatch, "dcrn.engine.backends.openvino_backend")  # the backend fails to import
     backend, used = open_backend(tiny_model(), choice, max_batch=2, cache_dir=tmp_path)
     assert (backend.name, used.name, used.precision) == ("onnxruntime", "onnxruntime", "fp32")
     assert "openvino backend failed to open" in used.reason and "not available" in used.reason
@@ -183,7 +183,7 @@ def test_an_auto_openvino_that_cannot_open_falls_back_to_onnxruntime_and_says_wh
 def test_an_auto_choice_whose_cpu_runtimes_cannot_open_falls_back_to_torch(no_gpu, monkeypatch, tmp_path):
     cpu_bf16(monkeypatch, True)
     choice = choose_backend()
-    missing(monkeypatch, "dcrn.engine.backend_openvino", "dcrn.engine.backend_onnxruntime")
+    missing(monkeypatch, "dcrn.engine.backends.openvino_backend", "dcrn.engine.backends.onnxruntime_backend")
     backend, used = open_backend(tiny_model(), choice, max_batch=2, cache_dir=tmp_path)
     assert (backend.name, used.name) == ("torch", "torch")
     assert "onnxruntime backend failed to open" in used.reason and "not available" in used.reason

@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from dcrn.engine import backend_openvino
-from dcrn.engine.backends import create_backend, model_hash, resolve_device
+from dcrn.engine.backends import openvino_backend
+from dcrn.engine.backends.choice import create_backend, model_hash, resolve_device
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.models import DCRN, DCRNConfig
 from dcrn.models.errors import ConfigError, DcrnError
@@ -101,7 +101,7 @@ def test_streams_opening_together_in_one_process_export_each_graph_once(tmp_path
             errors.append(exc)
 
     threads = [threading.Thread(target=open_backend, args=(k,)) for k in range(6)]
-    with caplog.at_level("INFO", logger="dcrn.engine.step_graph"):
+    with caplog.at_level("INFO", logger="dcrn.engine.backends.step_graph"):
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -164,7 +164,7 @@ def test_openvino_steps_match_torch_within_its_precision(cell, tmp_path):
     model = small_model(cell)
     frames = torch.randn(40, 2, 3, 32, 32)  # (T, B, 3, S, S)
     backend = create_backend("openvino", model, max_batch=2, cache_dir=tmp_path, threads=1)
-    assert backend.precision == ("bf16" if backend_openvino.native_bf16() else "fp32")
+    assert backend.precision == ("bf16" if openvino_backend.native_bf16() else "fp32")
     logits_rel, state_diff = run_pairs(backend, model, frames)
     if backend.precision == "bf16":
         assert logits_rel < 2e-2 and state_diff < 2e-2, (logits_rel, state_diff)
@@ -177,7 +177,7 @@ def test_openvino_steps_match_torch_within_its_precision(cell, tmp_path):
 def test_openvino_fp32_matches_torch_within_1e_4(cell, tmp_path):
     model = small_model(cell)
     frames = torch.randn(20, 3, 3, 32, 32)
-    backend = backend_openvino.create(model, device=torch.device("cpu"), cache_dir=tmp_path, precision="fp32")
+    backend = openvino_backend.create(model, device=torch.device("cpu"), cache_dir=tmp_path, precision="fp32")
     assert backend.precision == "fp32"
     logits_rel, state_diff = run_pairs(backend, model, frames)
     assert logits_rel < 1e-4 and state_diff < 1e-4, (logits_rel, state_diff)
@@ -194,7 +194,7 @@ def test_openvino_compiles_the_graph_onnxruntime_exported(tmp_path):
 
 def test_openvino_precision_must_be_auto_bf16_or_fp32(tmp_path):
     with pytest.raises(ConfigError, match="openvino precision must be one of auto, bf16, fp32, got 'int4'"):
-        backend_openvino.create(small_model(), device=torch.device("cpu"), cache_dir=tmp_path, precision="int4")
+        openvino_backend.create(small_model(), device=torch.device("cpu"), cache_dir=tmp_path, precision="int4")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -228,7 +228,7 @@ def test_cuda_graph_fp16_is_close_to_fp32():
 
 
 def test_a_backend_whose_module_cannot_be_imported_is_unavailable_with_install_advice(monkeypatch):
-    import dcrn.engine.backends as backends
+    import dcrn.engine.backends.choice as backends
 
     monkeypatch.setitem(backends._MODULES, "tensorrt", "dcrn.engine.no_such_backend_module")
     advice = r"backend 'tensorrt' is not available.*pip install tensorrt .*pip install tensorrt-rtx"
@@ -240,7 +240,7 @@ def test_openvino_on_a_graph_it_cannot_read_is_backend_unavailable_in_one_line(t
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx graph")
     with pytest.raises(BackendUnavailable, match="OpenVINO could not read") as info:
-        backend_openvino.OpenVinoBackend(small_model(), bad)
+        openvino_backend.OpenVinoBackend(small_model(), bad)
     assert "\n" not in str(info.value)
 
 

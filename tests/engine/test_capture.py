@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from dcrn.engine.capture import Capture
 from dcrn.engine.errors import SourceError, SourceUnreachable
 from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, STREAM_RESTORED, StreamEvent
-from dcrn.engine.ring import FrameRing
-from dcrn.engine.sources import Source, SourceOptions, open_source
+from dcrn.engine.ring.frame_ring import FrameRing
+from dcrn.engine.sources.base import Source, SourceOptions, open_source
+from dcrn.engine.sources.capture import Capture
 from tests.engine.test_sources import frame_value, write_video
 
 

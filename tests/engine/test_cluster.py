@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dcrn.engine.cluster import ClusterRun, Pin
+from dcrn.engine.cluster.driver import ClusterRun, Pin
 from dcrn.engine.pipeline import PipelineConfig
 from dcrn.models.errors import ConfigError
 
@@ -45,7 +45,7 @@ def test_pin_selectors():
     pin = Pin.parse("gate-*=ip:10.0.1.0/24")
     assert (pin.pattern, pin.kind, pin.value) == ("gate-*", "ip", "10.0.1.0/24")
     assert pin.applies("gate-3") and not pin.applies("yard")
-    from dcrn.engine.cluster import NodeInfo
+    from dcrn.engine.cluster.driver import NodeInfo
 
     inside = NodeInfo("aa11", "10.0.1.7", {"CPU": 4.0})
     outside = NodeInfo("bb22", "10.0.2.7", {"CPU": 4.0, "GPU": 1.0})
@@ -69,7 +69,7 @@ def test_streams_are_named_as_on_one_box_and_pins_must_match_one():
 
 def placement_run(nodes, sources=4, pins=()):
     """A ClusterRun that knows ``nodes`` (no Ray: placement is plain arithmetic on what hosts measured)."""
-    from dcrn.engine.cluster import _Host
+    from dcrn.engine.cluster.driver import _Host
 
     run = ClusterRun(PipelineConfig(sources=[f"synthetic:?seed={k}" for k in range(sources)]), pins=pins)
     run.nodes = {n.node_id: n for n in nodes}
@@ -83,7 +83,7 @@ def put(run, stream, node_id, at):
 
 
 def test_placement_goes_by_measured_load_per_cpu():
-    from dcrn.engine.cluster import NodeInfo
+    from dcrn.engine.cluster.driver import NodeInfo
 
     small, big = NodeInfo("a" * 8, "10.0.0.1", {"CPU": 1.0}), NodeInfo("b" * 8, "10.0.0.2", {"CPU": 2.0})
     run = placement_run([small, big])
@@ -108,7 +108,7 @@ def test_placement_goes_by_measured_load_per_cpu():
 
 
 def test_placement_keeps_pins_and_avoids_a_node_that_just_lost_streams():
-    from dcrn.engine.cluster import NodeInfo
+    from dcrn.engine.cluster.driver import NodeInfo
 
     gpu = NodeInfo("g" * 8, "10.0.1.5", {"CPU": 1.0, "GPU": 1.0})
     plain = NodeInfo("p" * 8, "10.0.2.5", {"CPU": 8.0})

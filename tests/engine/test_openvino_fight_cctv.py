@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from dcrn.engine.backends import create_backend
+from dcrn.engine.backends.choice import create_backend
 from dcrn.models import load_checkpoint
 from tests.engine.test_quantize import frames_of, stepped_probabilities
 

@@ -18,8 +18,8 @@ import onnx
 import pytest
 import torch
 
-from dcrn.engine.backends import choose_backend, create_backend
-from dcrn.engine.quantize import Calibration, calibration_for, int8_graph
+from dcrn.engine.backends.choice import choose_backend, create_backend
+from dcrn.engine.backends.quantize import Calibration, calibration_for, int8_graph
 from dcrn.models import DCRN, DCRNConfig, load_checkpoint
 from dcrn.models.errors import ConfigError
 from dcrn.models.synth import CLASSES

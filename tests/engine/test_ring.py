@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dcrn.engine.frames import Frame
-from dcrn.engine.ring import FrameRing
+from dcrn.engine.ring.frame_ring import FrameRing
 
 
 def make_frame(seq: int, shape: tuple[int, int] = (24, 32), stream: str = "s") -> Frame:

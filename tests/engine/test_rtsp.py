@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from dcrn.engine.capture import Capture
 from dcrn.engine.errors import SourceError, SourceNotFound, SourceUnreachable
 from dcrn.engine.frames import STREAM_LOST, STREAM_RESTORED
-from dcrn.engine.ring import FrameRing
-from dcrn.engine.sources import SourceOptions, open_source
+from dcrn.engine.ring.frame_ring import FrameRing
+from dcrn.engine.sources.base import SourceOptions, open_source
+from dcrn.engine.sources.capture import Capture
 from tests.engine.test_capture import Events
 from tests.rtsp_fixture import RtspServer, unavailable_reason
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dcrn.engine.backends import create_backend
+from dcrn.engine.backends.choice import create_backend
 from dcrn.engine.frames import Frame
 from dcrn.engine.slots import StateSlots
 from dcrn.models import DCRN, DCRNConfig

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from dcrn.engine.errors import BadSourceURI, SourceError, SourceNotFound, SourceUnreachable, SourceUnreadable
-from dcrn.engine.sources import (
+from dcrn.engine.sources.base import (
     CameraSource,
     FileSource,
     SourceOptions,

@@ -11,14 +11,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from dcrn.engine.errors import BackendUnavailable
-from dcrn.engine.trt_build import (
+from dcrn.engine.backends.trt_build import (
     AOT_GPU,
     BuildOptions,
     cached_engine,
     engine_cache_key,
     load_tensorrt,
 )
+from dcrn.engine.errors import BackendUnavailable
 from dcrn.models import DCRN, DCRNConfig, save_checkpoint
 from dcrn.models.config import CELLS, ENCODERS
 from dcrn.models.export import export_onnx, read_onnx_config
@@ -140,7 +140,7 @@ def test_tensorrt_backend_without_tensorrt_says_how_to_install_it(tmp_path):
 
 def test_backend_registry_without_tensorrt_says_how_to_install_it():
     code = (
-        "from dcrn.engine.backends import create_backend\n"
+        "from dcrn.engine.backends.choice import create_backend\n"
         "from dcrn.engine.errors import BackendUnavailable\n"
         "from dcrn.models import DCRN, DCRNConfig\n"
         "model = DCRN(DCRNConfig(input_size=32, encoder_widths=(8,), hidden_size=8))\n"
@@ -170,7 +170,7 @@ def test_dcrn_run_with_backend_tensorrt_without_tensorrt_says_how_to_install_it(
 @needs_tensorrt
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_tensorrt_backend_without_a_gpu_says_the_engine_needs_one():
-    from dcrn.engine.backend_tensorrt import TensorRTBackend
+    from dcrn.engine.backends.tensorrt_backend import TensorRTBackend
 
     with pytest.raises(BackendUnavailable, match="NVIDIA GPU"):
         TensorRTBackend(small_model())
@@ -199,7 +199,7 @@ def test_dcrn_export_writes_an_engine_and_an_onnx_graph(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize("cell", ["gru", "convlstm"])
 def test_tensorrt_backend_matches_torch_on_cpu_over_a_stream(cell, tmp_path):
-    from dcrn.engine.backend_tensorrt import TensorRTBackend
+    from dcrn.engine.backends.tensorrt_backend import TensorRTBackend
 
     model = small_model(cell)
     try:
@@ -221,7 +221,7 @@ def test_tensorrt_backend_matches_torch_on_cpu_over_a_stream(cell, tmp_path):
 
 def test_importing_the_tensorrt_backend_loads_neither_tensorrt_nor_cuda():
     code = (
-        "import sys, torch, dcrn.engine.backend_tensorrt, dcrn.engine.trt_build\n"
+        "import sys, torch, dcrn.engine.backends.tensorrt_backend, dcrn.engine.backends.trt_build\n"
         "assert not {'tensorrt', 'tensorrt_rtx'} & set(sys.modules), 'TensorRT imported at import time'\n"
         "assert not torch.cuda.is_initialized(), 'CUDA initialised at import time'\n"
     )

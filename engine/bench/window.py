@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dcrn.engine.step_graph import OPSET
+from dcrn.engine.backends.step_graph import OPSET
 from dcrn.models.dcrn import DCRN
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def _onnxruntime_window(path: Path, threads: int) -> WindowFn:
 
 
 def _openvino_window(path: Path, threads: int) -> tuple[WindowFn, str]:
-    from dcrn.engine.backend_openvino import compile_cpu
+    from dcrn.engine.backends.openvino_backend import compile_cpu
 
     compiled, precision = compile_cpu(path, threads=threads)
     request = compiled.create_infer_request()

@@ -18,7 +18,7 @@ themselves inside :meth:`Source.read` when ``options.pace`` is set. ``Source.epo
 frames that follow do not continue the previous ones (reopen, loop), so the capture thread can mark
 the next frame as a discontinuity.
 
-Network streams live in :mod:`dcrn.engine.stream_source`.
+Network streams live in :mod:`dcrn.engine.sources.stream`.
 """
 
 from __future__ import annotations
@@ -393,7 +393,7 @@ def open_source(uri: str | int, *, name: str | None = None, options: SourceOptio
     if len(scheme) == 1:  # a Windows drive letter, "C:\\videos\\a.mp4"
         scheme = ""
     if scheme in STREAM_SCHEMES:
-        from dcrn.engine.stream_source import StreamSource
+        from dcrn.engine.sources.stream import StreamSource
 
         return StreamSource(text, name=name, options=options)
     if scheme == "file":
@@ -436,7 +436,7 @@ def source_name(uri: str | int) -> str:
     except ValueError:
         scheme = ""
     if scheme in STREAM_SCHEMES:
-        from dcrn.engine.stream_source import default_stream_name
+        from dcrn.engine.sources.stream import default_stream_name
 
         return default_stream_name(text)
     if scheme == "file":

@@ -1,7 +1,7 @@
 """The ``tensorrt`` backend: the exported step graph built into a TensorRT engine, run on torch's CUDA stream.
 
 ``TensorRTBackend(model, device="cuda", dtype=..., max_batch=...)`` exports the step graph (cached by a
-hash of config and weights), builds or reuses the engine (``dcrn.engine.trt_build``: cached by ONNX hash,
+hash of config and weights), builds or reuses the engine (``dcrn.engine.backends.trt_build``: cached by ONNX hash,
 TensorRT flavour and version, GPU and options) and runs it with TensorRT 10-style I/O:
 
 * tensors are bound by name (``set_tensor_address``) to buffers allocated once for ``max_batch`` rows,
@@ -30,9 +30,16 @@ from pathlib import Path
 
 import torch
 
-from dcrn.engine.backends import cache_root, cached_file, model_hash, precision_of
+from dcrn.engine.backends.choice import cache_root, cached_file, model_hash, precision_of
+from dcrn.engine.backends.trt_build import (
+    BuildOptions,
+    Flavour,
+    cached_engine,
+    check_gpu_supported,
+    load_tensorrt,
+    make_logger,
+)
 from dcrn.engine.errors import BackendUnavailable
-from dcrn.engine.trt_build import BuildOptions, Flavour, cached_engine, check_gpu_supported, load_tensorrt, make_logger
 from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError
@@ -294,5 +301,5 @@ def create(
     cache_dir: str | os.PathLike | None = None,
     **_: object,
 ) -> TensorRTBackend:
-    """The registry's entry point (``create_backend("tensorrt", ...)`` in dcrn.engine.backends)."""
+    """The registry's entry point (``create_backend("tensorrt", ...)`` in dcrn.engine.backends.choice)."""
     return TensorRTBackend(model, device=device, dtype=dtype, max_batch=max_batch, cache_dir=cache_dir)

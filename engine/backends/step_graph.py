@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dcrn.engine.backends import cache_root, cached_file, model_hash
+from dcrn.engine.backends.choice import cache_root, cached_file, model_hash
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError

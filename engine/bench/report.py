@@ -11,8 +11,8 @@ from typing import Any
 import psutil
 import torch
 
-from dcrn.engine.bench import BackendBench
-from dcrn.engine.bench_e2e import E2EResult
+from dcrn.engine.bench.e2e import E2EResult
+from dcrn.engine.bench.step import BackendBench
 
 SCHEMA = "dcrn-bench/1"
 

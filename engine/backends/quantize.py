@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcrn.engine.backends import cache_root, cached_file, model_hash
+from dcrn.engine.backends.choice import cache_root, cached_file, model_hash
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError
@@ -184,7 +184,7 @@ def int8_graph(model: DCRN, calibration: Calibration, cache_dir: str | os.PathLi
     """The model's step graph with an INT8 encoder, from the cache or made now (atomically); see the module notes."""
     import onnxruntime
 
-    from dcrn.engine.step_graph import OPSET, exported_graph
+    from dcrn.engine.backends.step_graph import OPSET, exported_graph
     from dcrn.models.video_io import media_digest
 
     folder = Path(calibration.data)

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import onnxruntime as ort
 import torch
 
-from dcrn.engine.step_graph import check_cpu_float32, check_io, exported_graph, host_arrays, io_names
+from dcrn.engine.backends.step_graph import check_cpu_float32, check_io, exported_graph, host_arrays, io_names
 from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
 
 if TYPE_CHECKING:
-    from dcrn.engine.quantize import Calibration
+    from dcrn.engine.backends.quantize import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def create(
     """``int8``: the step graph with its encoder quantised to INT8 on this calibration (engine.quantize)."""
     check_cpu_float32("onnxruntime", device, dtype)
     if int8 is not None:
-        from dcrn.engine.quantize import int8_graph
+        from dcrn.engine.backends.quantize import int8_graph
 
         path = int8_graph(model, int8, cache_dir)
     else:

@@ -39,8 +39,8 @@ import numpy as np
 from dcrn.engine.errors import SourceError
 from dcrn.engine.frames import STREAM_CHANGED, STREAM_ENDED, STREAM_LOST, STREAM_RESTORED, Frame, StreamEvent
 from dcrn.engine.redact import redact
-from dcrn.engine.ring import FrameRing
-from dcrn.engine.sources import Source
+from dcrn.engine.ring.frame_ring import FrameRing
+from dcrn.engine.sources.base import Source
 
 log = logging.getLogger(__name__)
 

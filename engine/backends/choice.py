@@ -41,7 +41,7 @@ from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError, DcrnError
 
 if TYPE_CHECKING:
-    from dcrn.engine.quantize import Calibration
+    from dcrn.engine.backends.quantize import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,10 @@ AUTO = "auto"
 BACKEND_CHOICES = (AUTO, *BACKENDS)  # what --backend accepts
 DEVICES = ("cpu", "cuda")
 _MODULES = {
-    "torch": "dcrn.engine.backend_torch",
-    "onnxruntime": "dcrn.engine.backend_onnxruntime",
-    "openvino": "dcrn.engine.backend_openvino",
-    "tensorrt": "dcrn.engine.backend_tensorrt",
+    "torch": "dcrn.engine.backends.torch_backend",
+    "onnxruntime": "dcrn.engine.backends.onnxruntime_backend",
+    "openvino": "dcrn.engine.backends.openvino_backend",
+    "tensorrt": "dcrn.engine.backends.tensorrt_backend",
 }
 _INSTALL_ADVICE = {
     "onnxruntime": "install the onnx extra: pip install 'dcrn-live[onnx]'",
@@ -256,7 +256,7 @@ def _tensorrt_for(gpu: _Gpu | None) -> tuple[str | None, str]:
     """(TensorRT's label when it is installed and runs on ``gpu``, else None; why not)."""
     if gpu is None or not gpu.nvidia:
         return None, "not an NVIDIA GPU"
-    from dcrn.engine.trt_build import check_gpu_supported, load_tensorrt
+    from dcrn.engine.backends.trt_build import check_gpu_supported, load_tensorrt
 
     try:
         flavour = load_tensorrt()
@@ -284,9 +284,9 @@ def _openvino() -> tuple[str | None, str]:
 def _native_bf16() -> bool:
     """Whether the CPU runs bf16 natively, as OpenVINO's CPU plugin sees it (only call with OpenVINO usable)."""
     try:
-        from dcrn.engine import backend_openvino
+        from dcrn.engine.backends import openvino_backend
 
-        return backend_openvino.native_bf16()
+        return openvino_backend.native_bf16()
     except (ImportError, RuntimeError) as exc:  # OpenVINO imports but its CPU plugin does not load
         log.debug("OpenVINO's CPU capabilities are unknown: %s", exc)
         return False

@@ -28,8 +28,8 @@ from pathlib import Path
 import openvino as ov
 import torch
 
+from dcrn.engine.backends.step_graph import check_cpu_float32, check_io, exported_graph, host_arrays, io_names
 from dcrn.engine.errors import BackendUnavailable
-from dcrn.engine.step_graph import check_cpu_float32, check_io, exported_graph, host_arrays, io_names
 from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError

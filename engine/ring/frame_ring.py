@@ -17,7 +17,7 @@ starts the upload on a side stream and records a per-slot event; :meth:`get` mak
 current stream wait on that event, so kernels the consumer queues read the slot only after the upload
 finished, and the host never waits. :meth:`RingFrame.release` records an event on the consumer's stream
 that the next upload into that slot waits on, so an upload never overwrites memory a queued kernel still
-reads. Only uint8 crosses the bus. The CUDA half lives in :mod:`dcrn.engine.ring_cuda`.
+reads. Only uint8 crosses the bus. The CUDA half lives in :mod:`dcrn.engine.ring.cuda`.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class FrameRing:
         self._closed = False
         self._uploader = None
         if self.device.type == "cuda":
-            from dcrn.engine.ring_cuda import CudaUploader
+            from dcrn.engine.ring.cuda import CudaUploader
 
             self._uploader = CudaUploader(self.device)
         elif self.device.type != "cpu":

@@ -50,7 +50,7 @@ from dcrn.engine.errors import (
     SourceUnreadable,
 )
 from dcrn.engine.redact import redact
-from dcrn.engine.sources import Read, Source, SourceOptions, _bgr_to_rgb, _safe_name
+from dcrn.engine.sources.base import Read, Source, SourceOptions, _bgr_to_rgb, _safe_name
 
 log = logging.getLogger(__name__)
 

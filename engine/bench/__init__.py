@@ -1,0 +1,1 @@
+"""``dcrn bench``: step times per backend, the end-to-end pipeline, and the report that prints them."""
