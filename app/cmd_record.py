@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from dcrn.engine.recorder import check_session, parse_cut, record_clips
-    from dcrn.engine.sources.base import SourceOptions, open_source
+    from dcrn.engine.sources.base import SourceOptions
+    from dcrn.engine.sources.factory import open_source
     from dcrn.models.errors import ConfigError, DataError
     from dcrn.models.teach_data import TeachDataset, validate_label
 

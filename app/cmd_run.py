@@ -199,7 +199,7 @@ def pipeline_config(args: argparse.Namespace, sources: list[str], *, pace: bool,
 def quiet_native_logs(args: argparse.Namespace) -> None:
     """OpenCV and FFmpeg print warnings straight to stderr; errors reach the user as one line anyway."""
     if getattr(args, "log_level", "INFO") != "DEBUG":
-        from dcrn.engine.sources.base import quiet_native_logs as quiet
+        from dcrn.engine.sources.factory import quiet_native_logs as quiet
 
         quiet()
 

@@ -35,8 +35,9 @@ from dcrn.engine.redact import redact
 from dcrn.engine.ring.frame_ring import FrameRing, RingFrame
 from dcrn.engine.sinks import Sink
 from dcrn.engine.slots import StateSlots
-from dcrn.engine.sources.base import Source, SourceOptions, open_sources, unique_name
+from dcrn.engine.sources.base import Source, SourceOptions
 from dcrn.engine.sources.capture import Capture
+from dcrn.engine.sources.factory import open_sources, unique_name
 from dcrn.engine.stats import StreamStats, log_line, total_line
 from dcrn.models.checkpoint import load_checkpoint
 from dcrn.models.dcrn import DCRN

@@ -12,7 +12,7 @@ never reads ``*.partial.mp4``).
     info = recorder.finish()           # ClipInfo, now in dataset.json (None when no frame came)
 
 :func:`record_clips` is the whole recording session of ``dcrn record``: it opens a source with the
-engine's :func:`~dcrn.engine.sources.base.open_source` (cameras, RTSP/HTTP, files, ``synthetic:``), counts
+engine's :func:`~dcrn.engine.sources.factory.open_source` (cameras, RTSP/HTTP, files, ``synthetic:``), counts
 down before each clip of a live source, records ``count`` clips of ``seconds`` each, or cuts the given
 ``(in_s, out_s)`` spans from a video file.
 
@@ -38,7 +38,8 @@ import numpy as np
 
 from dcrn.engine.errors import SourceError
 from dcrn.engine.redact import redact
-from dcrn.engine.sources.base import Source, SourceOptions, open_source
+from dcrn.engine.sources.base import Source, SourceOptions
+from dcrn.engine.sources.factory import open_source
 from dcrn.models.errors import ConfigError, DataError
 from dcrn.models.teach_data import (
     PARTIAL_EXT,

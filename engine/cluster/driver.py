@@ -52,7 +52,7 @@ from dcrn.engine.frames import StreamEvent
 from dcrn.engine.pipeline import event_record
 from dcrn.engine.redact import redact
 from dcrn.engine.sinks import Sink
-from dcrn.engine.sources.base import quiet_native_logs, source_name, unique_name
+from dcrn.engine.sources.factory import quiet_native_logs, source_name, unique_name
 from dcrn.models.errors import ConfigError, DcrnError
 
 log = logging.getLogger(__name__)

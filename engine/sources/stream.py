@@ -50,7 +50,7 @@ from dcrn.engine.errors import (
     SourceUnreadable,
 )
 from dcrn.engine.redact import redact
-from dcrn.engine.sources.base import Read, Source, SourceOptions, _bgr_to_rgb, _safe_name
+from dcrn.engine.sources.base import Read, Source, SourceOptions, bgr_to_rgb, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def default_stream_name(url: str) -> str:
     parts = urlsplit(url)
     last = parts.path.rstrip("/").rsplit("/", 1)[-1]
     last = last.rsplit(".", 1)[0] if "." in last else last
-    name = _safe_name(f"{parts.hostname}-{last}" if last else str(parts.hostname))
+    name = safe_name(f"{parts.hostname}-{last}" if last else str(parts.hostname))
     return name or "stream"
 
 
@@ -240,7 +240,7 @@ class StreamSource(Source):
                     f"{self.uri}: no frame (connection lost, or no data for {self.options.stall_s:g} s)"
                 )
             msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
-            return _bgr_to_rgb(bgr), self._pts(msec / 1000.0 if msec > 0 else None), None
+            return bgr_to_rgb(bgr), self._pts(msec / 1000.0 if msec > 0 else None), None
         bad = 0
         while True:
             try:

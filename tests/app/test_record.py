@@ -16,7 +16,8 @@ import pytest
 from dcrn.app.cli import main
 from dcrn.engine.errors import SourceError
 from dcrn.engine.recorder import MIN_KEEP_S, ClipRecorder, parse_cut, record_clips
-from dcrn.engine.sources.base import SourceOptions, SyntheticSource
+from dcrn.engine.sources.base import SourceOptions
+from dcrn.engine.sources.synthetic import SyntheticSource
 from dcrn.models.data import scan
 from dcrn.models.errors import ConfigError, DataError
 from dcrn.models.teach_data import BACKGROUND_LABEL, DATASET_FILE, TeachDataset

@@ -18,8 +18,9 @@ import torch
 from dcrn.engine.errors import SourceError, SourceUnreachable
 from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, STREAM_RESTORED, StreamEvent
 from dcrn.engine.ring.frame_ring import FrameRing
-from dcrn.engine.sources.base import Source, SourceOptions, open_source
+from dcrn.engine.sources.base import Source, SourceOptions
 from dcrn.engine.sources.capture import Capture
+from dcrn.engine.sources.factory import open_source
 from tests.engine.test_sources import frame_value, write_video
 
 

@@ -14,8 +14,9 @@ import pytest
 from dcrn.engine.errors import SourceError, SourceNotFound, SourceUnreachable
 from dcrn.engine.frames import STREAM_LOST, STREAM_RESTORED
 from dcrn.engine.ring.frame_ring import FrameRing
-from dcrn.engine.sources.base import SourceOptions, open_source
+from dcrn.engine.sources.base import SourceOptions
 from dcrn.engine.sources.capture import Capture
+from dcrn.engine.sources.factory import open_source
 from tests.engine.test_capture import Events
 from tests.rtsp_fixture import RtspServer, unavailable_reason
 

@@ -20,8 +20,9 @@ import pytest
 from dcrn.engine.errors import SourceError, SourceUnreachable
 from dcrn.engine.frames import STREAM_CHANGED, STREAM_LOST, STREAM_RESTORED
 from dcrn.engine.ring.frame_ring import FrameRing
-from dcrn.engine.sources.base import SourceOptions, open_source
+from dcrn.engine.sources.base import SourceOptions
 from dcrn.engine.sources.capture import Capture
+from dcrn.engine.sources.factory import open_source
 from tests.engine.test_capture import Events
 from tests.engine.test_rtsp import take
 
@@ -303,7 +304,7 @@ def test_a_stream_whose_timestamps_jump_back_and_ahead_keeps_its_pts_growing():
 
 
 def test_sources_open_together_so_cameras_that_do_not_answer_cost_one_open_timeout(rtsp_server):
-    from dcrn.engine.sources.base import open_sources
+    from dcrn.engine.sources.factory import open_sources
 
     with JunkServer(silent=True) as junk:
         silent = f"rtsp://127.0.0.1:{junk.port}/cam"

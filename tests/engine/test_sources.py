@@ -17,13 +17,11 @@ import numpy as np
 import pytest
 
 from dcrn.engine.errors import BadSourceURI, SourceError, SourceNotFound, SourceUnreachable, SourceUnreadable
-from dcrn.engine.sources.base import (
-    CameraSource,
-    FileSource,
-    SourceOptions,
-    SyntheticSource,
-    open_source,
-)
+from dcrn.engine.sources.base import SourceOptions
+from dcrn.engine.sources.camera import CameraSource
+from dcrn.engine.sources.factory import open_source
+from dcrn.engine.sources.file import FileSource
+from dcrn.engine.sources.synthetic import SyntheticSource
 from dcrn.models.errors import DcrnError
 
 FRAME_W, FRAME_H = 64, 48
