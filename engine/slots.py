@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dcrn.engine.backends.choice import Backend
+from dcrn.engine.backends.base import Backend
 from dcrn.engine.frames import Frame
 from dcrn.models.cells import State
 

@@ -11,7 +11,6 @@ A checkpoint is a ``torch.save`` of plain data (loaded back with ``weights_only=
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ import torch
 from .config import DCRNConfig
 from .dcrn import DCRN
 from .errors import BadCheckpoint, CheckpointNotFound, ConfigError
+from .files import atomic_file
 
 FORMAT = "dcrn-live-checkpoint"
 VERSION = 1
@@ -59,16 +59,8 @@ def save_checkpoint(
     }
     if training is not None:
         payload["training"] = training
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -18,6 +18,7 @@ import torch
 
 from .data import DataIndex
 from .dcrn import DCRN
+from .files import atomic_file
 from .video_io import media_digest, read_video
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ class FeatureStore:
                 features = np.concatenate(chunks)
                 computed += len(features)
                 if cached is not None:
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    np.save(cached, features)
+                    with atomic_file(cached) as tmp, open(tmp, "wb") as handle:
+                        np.save(handle, features)
             self._cache[i] = (features, self._labels_from._labels(sample, len(features)))
         model.train(was_training)
         total = sum(len(f) for f, _ in self._cache.values())

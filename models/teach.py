@@ -37,6 +37,7 @@ from .config import DCRNConfig
 from .data import DataIndex, Sample, scan, scan_splits
 from .dcrn import DCRN
 from .errors import DataError, DcrnError
+from .files import atomic_file
 from .video_io import media_digest, read_video
 
 log = logging.getLogger(__name__)
@@ -323,10 +324,8 @@ class FeatureCache:
             else:
                 out.append(clip_features(model, Path(path)))
                 computed += 1
-                self.folder.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(".tmp.npy")
-                np.save(tmp, out[-1])
-                tmp.replace(cached)
+                with atomic_file(cached) as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, out[-1])
             _report(progress, "features", k + 1, len(paths))
         log.info("features of %d clips ready (%d computed now, the rest from %s)", len(paths), computed, self.folder)
         return out

@@ -1,11 +1,7 @@
 """Backends: one small interface over the ways a DCRN step can run, selected by name.
 
-``create_backend(name, model, device=..., dtype=..., max_batch=...)`` returns an object with
-
-* ``initial_state(batch) -> State``: zero state, a tuple of (B, ...) tensors on the backend's device;
-* ``step(frames, state) -> (logits, state)``: frames (B, 3, S, S) float on the device -> logits (B, C)
-  float32 and the next state (same shapes as the input state);
-* ``close()``.
+``create_backend(name, model, device=..., dtype=..., max_batch=...)`` returns a
+:class:`~dcrn.engine.backends.base.Backend`.
 
 ``torch`` (eager on CPU, a CUDA graph on a GPU), ``onnxruntime`` and ``openvino`` (the exported step graph
 on the CPU) and ``tensorrt`` each live in their own module, imported when the backend is created.
@@ -21,22 +17,17 @@ in (fp32, fp16, bf16, int8) go into the first log line and every ``stats`` recor
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import logging
 import os
-import tempfile
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import torch
 
+from dcrn.engine.backends.base import Backend, precision_of
+from dcrn.engine.backends.names import AUTO, BACKEND_CHOICES, BACKENDS, CPU_ONLY
 from dcrn.engine.errors import BackendUnavailable
-from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError, DcrnError
 
@@ -45,10 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-CPU_ONLY = ("onnxruntime", "openvino")  # backends that run on the CPU alone
-AUTO = "auto"
-BACKEND_CHOICES = (AUTO, *BACKENDS)  # what --backend accepts
 DEVICES = ("cpu", "cuda")
 _MODULES = {
     "torch": "dcrn.engine.backends.torch_backend",
@@ -61,22 +48,6 @@ _INSTALL_ADVICE = {
     "openvino": "install the openvino extra: pip install 'dcrn-live[openvino]'",
     "tensorrt": "install TensorRT: pip install tensorrt (data-centre GPUs) or pip install tensorrt-rtx (GeForce RTX)",
 }
-
-
-class Backend(Protocol):
-    name: str
-    device: torch.device
-    dtype: torch.dtype
-    precision: str  # what the step computes in: fp32, fp16, bf16 or int8 (see BackendChoice)
-    max_batch: int
-    state_names: tuple[str, ...]
-    state_shapes: list[tuple[int, ...]]
-
-    def initial_state(self, batch: int) -> State: ...
-
-    def step(self, frames: torch.Tensor, state: State) -> tuple[torch.Tensor, State]: ...
-
-    def close(self) -> None: ...
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -266,11 +237,6 @@ def _tensorrt_for(gpu: _Gpu | None) -> tuple[str | None, str]:
     return flavour.label, ""
 
 
-def precision_of(dtype: torch.dtype) -> str:
-    """fp32, fp16 or bf16: the name of a backend's precision that runs in ``dtype`` throughout."""
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
-
-
 def _openvino() -> tuple[str | None, str]:
     """(OpenVINO's version when it and the ONNX exporter's ``onnx`` import, else None; why not)."""
     try:
@@ -347,53 +313,3 @@ def create_backend(
     return module.create(
         model, device=resolved, dtype=dtype, max_batch=max_batch, cache_dir=cache_dir, threads=threads, **extra
     )
-
-
-def model_hash(model: DCRN) -> str:
-    """A short content hash of a model's config and weights (keys caches of exported graphs)."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for key, value in model.state_dict().items():
-        digest.update(key.encode())
-        tensor = value.detach().cpu().contiguous()
-        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()[:24]
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where exported graphs and engines are cached: ``cache_dir``, ``$DCRN_CACHE_DIR`` or ~/.cache/dcrn."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    if os.environ.get("DCRN_CACHE_DIR"):
-        return Path(os.environ["DCRN_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dcrn"
-
-
-_CACHE_LOCK = threading.RLock()
-
-
-def cached_file(path: Path, make: Callable[[Path], object]) -> Path:
-    """``path`` from the cache, or made now: ``make(tmp)`` writes a temporary file beside it, which then
-    replaces ``path`` whole (another process never reads half a file). Threads of one process make a file
-    once: streams that open together on a cluster host wait for the first and find its file. Re-entrant,
-    so a maker may use the cache itself (the INT8 graph starts from the float32 one)."""
-    if path.is_file():
-        return path
-    with _CACHE_LOCK:
-        if path.is_file():
-            return path
-        folder = path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=folder)
-            os.close(fd)
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot write to the cache folder {folder}: {exc.strerror or exc}") from None
-        try:
-            make(Path(tmp))
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return path

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import onnxruntime as ort
 import torch
 
+from dcrn.engine.backends.cache import open_cached
 from dcrn.engine.backends.step_graph import check_cpu_float32, check_io, exported_graph, host_arrays, io_names
 from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
@@ -76,7 +77,9 @@ def create(
     if int8 is not None:
         from dcrn.engine.backends.quantize import int8_graph
 
-        path = int8_graph(model, int8, cache_dir)
+        graph = lambda: int8_graph(model, int8, cache_dir)  # noqa: E731
     else:
-        path = exported_graph(model, cache_dir)
-    return OnnxRuntimeBackend(model, path, max_batch=max_batch, threads=threads, int8=int8 is not None)
+        graph = lambda: exported_graph(model, cache_dir)  # noqa: E731
+    return open_cached(
+        graph, lambda path: OnnxRuntimeBackend(model, path, max_batch=max_batch, threads=threads, int8=int8 is not None)
+    )

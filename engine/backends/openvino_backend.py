@@ -28,6 +28,7 @@ from pathlib import Path
 import openvino as ov
 import torch
 
+from dcrn.engine.backends.cache import open_cached
 from dcrn.engine.backends.step_graph import check_cpu_float32, check_io, exported_graph, host_arrays, io_names
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.cells import State
@@ -152,5 +153,7 @@ def create(
 ) -> OpenVinoBackend:
     """``precision``: auto (bf16 where the CPU has it natively, else fp32), bf16 or fp32."""
     check_cpu_float32("openvino", device, dtype)
-    path = exported_graph(model, cache_dir)
-    return OpenVinoBackend(model, path, max_batch=max_batch, threads=threads, precision=precision)
+    return open_cached(
+        lambda: exported_graph(model, cache_dir),
+        lambda path: OpenVinoBackend(model, path, max_batch=max_batch, threads=threads, precision=precision),
+    )

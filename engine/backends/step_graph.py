@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dcrn.engine.backends.choice import cache_root, cached_file, model_hash
+from dcrn.engine.backends.base import model_hash
+from dcrn.engine.backends.cache import cached_file
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError
+from dcrn.models.files import cache_root
 
 log = logging.getLogger(__name__)
 # The TorchScript exporter (opset 17) exports in 0.4-1.8 s; the torch.export one (opset 18) took 3-20 s

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from dcrn.engine.backends.choice import cache_root, cached_file, model_hash, precision_of
+from dcrn.engine.backends.base import model_hash, precision_of
+from dcrn.engine.backends.cache import cached_file
 from dcrn.engine.backends.trt_build import (
     BuildOptions,
     Flavour,
@@ -43,6 +43,7 @@ from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import ConfigError
+from dcrn.models.files import atomic_write, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +268,7 @@ class TensorRTBackend:
         if self._runtime_cache is None or self._runtime_cache_path is None:
             return
         try:
-            data = bytes(self._runtime_cache.serialize())
-            fd, tmp = tempfile.mkstemp(dir=self._runtime_cache_path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, self._runtime_cache_path)
+            atomic_write(self._runtime_cache_path, bytes(self._runtime_cache.serialize()))
         except (RuntimeError, OSError) as exc:
             log.warning("could not save the TensorRT for RTX runtime cache: %s", exc)
         self._runtime_cache = None

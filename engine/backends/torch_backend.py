@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from dcrn.engine.backends.choice import precision_of
+from dcrn.engine.backends.base import precision_of
 from dcrn.models.cells import State
 from dcrn.models.dcrn import DCRN
 

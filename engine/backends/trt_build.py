@@ -32,7 +32,6 @@ import importlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.models.errors import DcrnError
+from dcrn.models.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -238,15 +238,8 @@ def cached_engine(
 def write_engine(path: Path, data: bytes, info: dict) -> None:
     """Write the engine and a JSON note beside it, atomically (temporary file + rename)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for target, payload in ((path, data), (path.with_suffix(".json"), json.dumps(info, indent=2).encode())):
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(payload)
-                os.replace(tmp, target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+        atomic_write(path, data)
+        atomic_write(path.with_suffix(".json"), json.dumps(info, indent=2))
     except OSError as exc:
         raise EngineBuildError(f"cannot write the engine to {path}: {exc.strerror or exc}") from None
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from dcrn.engine.backends import openvino_backend
-from dcrn.engine.backends.choice import create_backend, model_hash, resolve_device
+from dcrn.engine.backends.base import model_hash
+from dcrn.engine.backends.choice import create_backend, resolve_device
 from dcrn.engine.errors import BackendUnavailable
 from dcrn.models import DCRN, DCRNConfig
 from dcrn.models.errors import ConfigError, DcrnError
@@ -250,3 +251,36 @@ def test_openvino_compiles_each_batch_size_once_and_steps_any(tmp_path):
     frames = torch.randn(3, 3, 3, 32, 32)  # batch 3: compiled on first use, beside 1 and 4
     assert torch.allclose(run_steps(backend, frames), reference(model, frames), atol=2e-2)
     assert sorted(backend._requests) == [1, 3, 4]
+
+
+@pytest.mark.skipif(not HAS_EXPORT, reason="needs the ONNX exporter")
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_corrupt_cached_graph_is_made_again_once(tmp_path, caplog, backend):
+    model = small_model()
+    first = create_backend(backend, model, cache_dir=tmp_path, threads=1)
+    graph = first.path if backend == "onnxruntime" else next((tmp_path / "onnx").glob("*.onnx"))
+    first.close()
+    graph.write_bytes(b"\x08\x07 truncated by a full disk")
+    with caplog.at_level("WARNING", logger="dcrn.engine.backends.cache"):
+        again = create_backend(backend, model, cache_dir=tmp_path, threads=1)
+    assert "does not load" in caplog.text and "making it again" in caplog.text
+    frames = torch.randn(3, 1, 3, 32, 32)
+    torch.testing.assert_close(run_steps(again, frames), reference(model, frames), rtol=1e-3, atol=1e-4)
+
+
+def test_a_cached_file_that_does_not_load_twice_is_one_line_naming_it(tmp_path):
+    from dcrn.engine.backends.cache import cached_file, open_cached
+
+    path = tmp_path / "graph.onnx"
+    makes = []
+
+    def make() -> object:
+        return cached_file(path, lambda tmp: (makes.append(tmp), tmp.write_bytes(b"bad")))
+
+    def load(p):
+        raise RuntimeError(f"[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from {p} failed\nmore")
+
+    with pytest.raises(BackendUnavailable, match="does not load, also when made again") as info:
+        open_cached(make, load)
+    assert len(makes) == 2
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
