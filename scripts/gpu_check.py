@@ -234,7 +234,7 @@ def check_ring(report: Report, device) -> None:
     import numpy as np
     import torch
 
-    if not (REPO / "engine" / "ring.py").is_file():
+    if not (REPO / "engine" / "ring" / "frame_ring.py").is_file():
         report.check("ring upload", None, "engine/ring/frame_ring.py is not in this build")
         return
     from dcrn.engine.frames import Frame

@@ -11,7 +11,7 @@ It serves one live H.264 stream (``videotestsrc is-live=true ! x264enc tune=zero
 and prints exactly one line, ``READY rtsp://127.0.0.1:PORT/PATH``, on stdout once clients can connect
 (``--port 0`` picks a free port; the line says which). It exits on SIGTERM or SIGINT, or with status 2
 and a one-line reason on stderr when it cannot listen (port taken) or a GStreamer element is missing.
-The test suite starts, kills and restarts it (tests/rtsp_server.py).
+The test suite and the measurement tools start, kill and restart it (tests/fixtures/rtsp.py).
 """
 
 from __future__ import annotations

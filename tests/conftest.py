@@ -17,9 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-
+from tests.fixtures.paths import SHARED
 
 # Reasons a skip may give under CI: hardware this machine does not (or does) have.
 ACCEPTED_CI_SKIP = re.compile(r"\b(GPU|CUDA)\b|camera device", re.IGNORECASE)
@@ -117,11 +115,11 @@ def _deterministic():
 def rtsp_server():
     """A live RTSP camera on a free 127.0.0.1 port (GStreamer, scripts/rtsp_server.py).
 
-    Yields a ``tests.rtsp_fixture.RtspServer``: ``.url``, ``.kill()`` (like a power cut), ``.restart()``
+    Yields a ``tests.fixtures.rtsp.RtspServer``: ``.url``, ``.kill()`` (like a power cut), ``.restart()``
     (same port, same URL), ``.pause()`` / ``.resume()``. Skips when gst-rtsp-server is not installed;
     the server is always stopped afterwards.
     """
-    from tests.rtsp_fixture import RtspServer, unavailable_reason
+    from tests.fixtures.rtsp import RtspServer, unavailable_reason
 
     reason = unavailable_reason()
     if reason:

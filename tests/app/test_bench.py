@@ -108,7 +108,7 @@ def test_bench_rejects_a_stream_too_short_for_two_spans(tiny_checkpoint, capsys)
 @pytest.mark.slow
 def test_bench_int8_column_runs_beside_float32_and_names_the_default_backend(tmp_path, capsys, monkeypatch):
     from dcrn.engine.backends.choice import choose_backend
-    from tests.models.data_helpers import tiny_synthetic_set
+    from tests.fixtures.data import tiny_synthetic_set
 
     monkeypatch.setenv("DCRN_CACHE_DIR", str(tmp_path / "cache"))
     clips = tiny_synthetic_set(tmp_path / "clips", clips_per_class=1, clip_frames=6, stream_s=0)

@@ -272,7 +272,7 @@ def test_dcrn_record_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, ar
 
 def test_dcrn_record_from_rtsp_whose_server_dies_keeps_finished_clips(tmp_path, capsys):
     """A real RTSP camera (with credentials) killed after the first clip: exit 2, one line, clip 1 kept."""
-    from tests.rtsp_fixture import RtspServer, unavailable_reason
+    from tests.fixtures.rtsp import RtspServer, unavailable_reason
 
     reason = unavailable_reason()
     if reason:

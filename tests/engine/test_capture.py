@@ -7,7 +7,6 @@ backoff timing without a network.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 
@@ -21,39 +20,8 @@ from dcrn.engine.ring.frame_ring import FrameRing
 from dcrn.engine.sources.base import Source, SourceOptions
 from dcrn.engine.sources.capture import Capture
 from dcrn.engine.sources.factory import open_source
-from tests.engine.test_sources import frame_value, write_video
-
-
-class Events:
-    """Collects events from the capture thread."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[StreamEvent] = queue.Queue()
-        self.seen: list[StreamEvent] = []
-
-    def __call__(self, event: StreamEvent) -> None:
-        self.queue.put(event)
-
-    def wait_for(self, name: str, timeout: float = 10.0) -> StreamEvent:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {name} event within {timeout} s; saw {[e.event for e in self.seen]}")
-            try:
-                event = self.queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            self.seen.append(event)
-            if event.event == name:
-                return event
-
-    def drain(self) -> list[str]:
-        while True:
-            try:
-                self.seen.append(self.queue.get_nowait())
-            except queue.Empty:
-                return [e.event for e in self.seen]
+from tests.fixtures.media import frame_value, write_video
+from tests.fixtures.streams import Events
 
 
 def drain_ring(ring: FrameRing, timeout: float = 10.0) -> list:

@@ -5,7 +5,7 @@ against the float32 graph in ONNX Runtime, on real clips. Measured over 8 clips 
 Zen 4 core in bf16: at most 0.032 at any frame, at most 0.025 on average over a clip (INT8: up to 0.24).
 On a CPU without native bf16 the backend runs float32 and the gap is ~1e-6. Over the five
 cross-validation folds bf16 gives the float32 prediction on all 210 held-out clips
-(docs/fight-cctv-bf16-cv.json, scripts/int8_crossval.py --openvino).
+(docs/results/fight-cctv-bf16-cv.json, python -m scripts.measure.int8_crossval --openvino).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from dcrn.engine.backends.choice import create_backend
 from dcrn.models import load_checkpoint
-from tests.engine.test_quantize import frames_of, stepped_probabilities
+from tests.fixtures.models import frames_of, stepped_probabilities
 
 MAX_TOL = 0.06  # largest |p_openvino - p_float32| of any class at any frame
 MEAN_TOL = 0.03  # its mean over a clip's frames

@@ -15,16 +15,8 @@ from dcrn.engine.pipeline import Pipeline, PipelineConfig
 from dcrn.engine.postprocess import PostprocessConfig
 from dcrn.engine.preprocess import Preprocessor
 from dcrn.engine.sinks import JsonlSink
-from dcrn.models import DCRN, DCRNConfig, save_checkpoint
-
-LABELS = ("still", "wave", "clap", "jump")
-
-
-def write_model(path, cell: str = "gru") -> DCRN:
-    config = DCRNConfig(num_classes=4, labels=LABELS, encoder_widths=(8, 16), cell=cell, hidden_size=16, input_size=32)
-    model = DCRN(config).eval()
-    save_checkpoint(path, model)
-    return model
+from dcrn.models import DCRN
+from tests.fixtures.models import LABELS, write_model
 
 
 def write_video(path, frames: int, *, seed: int, fps: float = 100.0, size=(48, 64)) -> None:

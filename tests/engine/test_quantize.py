@@ -23,8 +23,8 @@ from dcrn.engine.backends.quantize import Calibration, calibration_for, int8_gra
 from dcrn.models import DCRN, DCRNConfig, load_checkpoint
 from dcrn.models.errors import ConfigError
 from dcrn.models.synth import CLASSES
-from dcrn.models.video_io import read_video
-from tests.models.data_helpers import tiny_synthetic_set
+from tests.fixtures.data import tiny_synthetic_set
+from tests.fixtures.models import frames_of, stepped_probabilities
 
 PROB_TOL = 0.05  # largest allowed |p_int8 - p_float32| of any class at any frame
 FIGHT_MAX_TOL = 0.3  # fight-cctv: largest |p_int8 - p_float32| at any frame
@@ -42,21 +42,6 @@ def conv_model() -> DCRN:
         num_classes=len(CLASSES), labels=CLASSES, encoder_widths=(8, 16, 32), cell="gru", hidden_size=16, input_size=32
     )
     return DCRN(config).eval()
-
-
-def frames_of(path, model) -> torch.Tensor:
-    frames, _ = read_video(path, model.config.input_size)  # (T, S, S, 3) uint8
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-    mean, std = torch.tensor(model.config.mean).view(1, 3, 1, 1), torch.tensor(model.config.std).view(1, 3, 1, 1)
-    return (x - mean) / std  # (T, 3, S, S)
-
-
-def stepped_probabilities(backend, frames: torch.Tensor) -> torch.Tensor:
-    state, out = backend.initial_state(1), []
-    for frame in frames:
-        logits, state = backend.step(frame[None], state)
-        out.append(torch.softmax(logits[0], -1))
-    return torch.stack(out)  # (T, C)
 
 
 def test_int8_steps_match_float32_within_the_stated_tolerance(clips, tmp_path):

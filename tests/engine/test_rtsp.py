@@ -17,8 +17,8 @@ from dcrn.engine.ring.frame_ring import FrameRing
 from dcrn.engine.sources.base import SourceOptions
 from dcrn.engine.sources.capture import Capture
 from dcrn.engine.sources.factory import open_source
-from tests.engine.test_capture import Events
-from tests.rtsp_fixture import RtspServer, unavailable_reason
+from tests.fixtures.rtsp import RtspServer, unavailable_reason
+from tests.fixtures.streams import Events, take
 
 pytestmark = pytest.mark.rtsp
 
@@ -29,20 +29,6 @@ def options(backend: str, timeout_s: float = 2.0) -> SourceOptions:
     if backend == "pyav":
         pytest.importorskip("av")
     return SourceOptions(timeout_s=timeout_s, backend=backend)
-
-
-def take(ring: FrameRing, count: int, timeout: float = 10.0) -> list:
-    """``count`` frames from the ring, failing (not hanging) if they do not come within ``timeout``."""
-    frames = []
-    deadline = time.monotonic() + timeout
-    while len(frames) < count:
-        remaining = deadline - time.monotonic()
-        item = ring.get(timeout=max(0.0, remaining)) if remaining > 0 else None
-        if item is None:
-            raise AssertionError(f"only {len(frames)} of {count} frames within {timeout} s")
-        with item:
-            frames.append(item.frame)
-    return frames
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

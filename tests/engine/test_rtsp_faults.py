@@ -23,8 +23,8 @@ from dcrn.engine.ring.frame_ring import FrameRing
 from dcrn.engine.sources.base import SourceOptions
 from dcrn.engine.sources.capture import Capture
 from dcrn.engine.sources.factory import open_source
-from tests.engine.test_capture import Events
-from tests.engine.test_rtsp import take
+from tests.fixtures.models import write_model
+from tests.fixtures.streams import Events, take
 
 pytestmark = pytest.mark.rtsp
 
@@ -325,7 +325,6 @@ def test_sources_open_together_so_cameras_that_do_not_answer_cost_one_open_timeo
 
 def test_the_pipeline_writes_changed_and_restored_before_the_new_frames_and_resets_the_state(rtsp_server, tmp_path):
     from dcrn.engine.pipeline import Pipeline, PipelineConfig
-    from tests.engine.test_pipeline import write_model
 
     write_model(tmp_path / "model.pt")
     records: list[dict] = []

@@ -1,4 +1,4 @@
-"""Sinks: whole, flushed lines in DESIGN.md's schema; rotation; clear errors for bad specs and paths."""
+"""Sinks: whole, flushed lines of the records (docs/pipeline.md); rotation; clear errors for bad specs and paths."""
 
 from __future__ import annotations
 

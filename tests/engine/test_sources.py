@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -23,25 +22,7 @@ from dcrn.engine.sources.factory import open_source
 from dcrn.engine.sources.file import FileSource
 from dcrn.engine.sources.synthetic import SyntheticSource
 from dcrn.models.errors import DcrnError
-
-FRAME_W, FRAME_H = 64, 48
-
-
-def frame_value(i: int) -> int:
-    """The grey level of frame ``i`` in the generated videos: far enough apart to survive compression."""
-    return 10 + 20 * (i % 12)
-
-
-def write_video(path: Path, frames: int = 10, fps: float = 25.0) -> Path:
-    """An mp4 whose frame ``i`` is red at level ``frame_value(i)`` (R channel), green 0, blue 0."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (FRAME_W, FRAME_H))
-    assert writer.isOpened()
-    for i in range(frames):
-        bgr = np.zeros((FRAME_H, FRAME_W, 3), np.uint8)
-        bgr[..., 2] = frame_value(i)
-        writer.write(bgr)
-    writer.release()
-    return path
+from tests.fixtures.media import FRAME_H, FRAME_W, frame_value, write_video
 
 
 def read_all(source, limit: int = 1000) -> list[tuple[np.ndarray, float, int | None]]:

@@ -22,8 +22,7 @@ from dcrn.engine.errors import BackendUnavailable
 from dcrn.models import DCRN, DCRNConfig, save_checkpoint
 from dcrn.models.config import CELLS, ENCODERS
 from dcrn.models.export import export_onnx, read_onnx_config
-
-from ..conftest import REPO
+from tests.fixtures.paths import REPO
 
 
 def _has_tensorrt() -> bool:

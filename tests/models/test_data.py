@@ -11,8 +11,7 @@ from dcrn.models.datasets import ClipDataset, SamplingOptions, clip_indices
 from dcrn.models.errors import ConfigError, DataError
 from dcrn.models.synth import CLASSES, HFLIP, render_clip
 from dcrn.models.video_io import read_frame_labels, read_video, write_video
-
-from .data_helpers import SIZE, tiny_synthetic_set
+from tests.fixtures.data import SIZE, tiny_synthetic_set
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from dcrn.models import DCRN, DCRNConfig, save_checkpoint
 from dcrn.models.evaluate import ClipOutputs, EvalOptions, clip_metrics, detection_delays, evaluate
 from dcrn.models.report import write_report
 from dcrn.models.synth import CLASSES
-
-from .data_helpers import tiny_synthetic_set
+from tests.fixtures.data import tiny_synthetic_set
 
 
 @pytest.fixture(scope="module")

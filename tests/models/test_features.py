@@ -12,8 +12,7 @@ from dcrn.models import DCRN, DCRNConfig
 from dcrn.models.data import scan
 from dcrn.models.features import FeatureStore
 from dcrn.models.video_io import media_digest, read_video, write_video
-
-from .data_helpers import tiny_synthetic_set
+from tests.fixtures.data import tiny_synthetic_set
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from dcrn.models import load_checkpoint, read_checkpoint
 from dcrn.models.evaluate import EvalOptions, evaluate
 from dcrn.models.synth import CLASSES
 from dcrn.models.train import TrainOptions, train
-
-from .data_helpers import tiny_synthetic_set
+from tests.fixtures.data import tiny_synthetic_set
 
 TINY = dict(
     encoder_widths=(4, 8),

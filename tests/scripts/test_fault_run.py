@@ -1,4 +1,4 @@
-"""scripts/fault_run.py in its short form: a real ``dcrn run`` against a real RTSP camera with a password,
+"""scripts/measure/fault_run.py in its short form: a real ``dcrn run`` against a real RTSP camera with a password,
 killed once and frozen once; every check of the long run holds."""
 
 from __future__ import annotations
@@ -7,13 +7,11 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.rtsp_fixture import unavailable_reason
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.fixtures.paths import REPO
+from tests.fixtures.rtsp import unavailable_reason
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.slow]
 
@@ -25,10 +23,11 @@ def test_fault_run_loses_and_restores_the_stream_once_per_fault_and_leaks_no_pas
     args = ["--kills", "1", "--freezes", "1", "--freeze-s", "4", "--down-s", "1", "--up-s", "1.5"]
     args += ["--out", str(tmp_path)]
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "fault_run.py"), *args],
+        [sys.executable, "-m", "scripts.measure.fault_run", *args],
         capture_output=True,
         text=True,
         timeout=240,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

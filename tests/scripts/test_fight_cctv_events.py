@@ -1,8 +1,8 @@
-"""scripts/fight_cctv_events.py: the stream order of held-out clips and how events are scored against them."""
+"""scripts/measure/fight_cctv_events.py: the stream order of held-out clips and how events are scored against
+them."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 
 import numpy as np
@@ -11,19 +11,10 @@ import torch
 
 from dcrn.engine.frames import Frame
 from dcrn.engine.postprocess import PostprocessConfig, StreamPostprocessor
-
-from ..conftest import REPO
-
-
-@pytest.fixture(scope="module")
-def events():
-    spec = importlib.util.spec_from_file_location("fight_cctv_events", REPO / "scripts" / "fight_cctv_events.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from scripts.measure import fight_cctv_events as events
 
 
-def test_stream_order_alternates_classes_and_avoids_a_group_twice_in_a_row(events):
+def test_stream_order_alternates_classes_and_avoids_a_group_twice_in_a_row():
     labels = [0] * 4 + [1] * 8
     groups = ["a", "a", "b", "b", "c", "c", "c", "c", "d", "d", "d", "d"]
     order = events.stream_order(labels, groups, seed=3)
@@ -36,7 +27,7 @@ def test_stream_order_alternates_classes_and_avoids_a_group_twice_in_a_row(event
         assert all(x // 3 != y // 3 for x, y in itertools.pairwise(order))
 
 
-def test_score_events_counts_hits_found_clips_delay_and_frames(events):
+def test_score_events_counts_hits_found_clips_delay_and_frames():
     segments = [
         {"label": "fight", "group": "a", "start": 0, "end": 10},
         {"label": "noFight", "group": "b", "start": 10, "end": 20},
@@ -56,7 +47,7 @@ def test_score_events_counts_hits_found_clips_delay_and_frames(events):
     assert score["event_frames_on_fight_clips"] == pytest.approx(12 / 27, abs=1e-4)
 
 
-def test_an_event_running_into_the_next_fight_clip_is_found_but_has_no_delay(events):
+def test_an_event_running_into_the_next_fight_clip_is_found_but_has_no_delay():
     segments = [
         {"label": "fight", "group": "a", "start": 0, "end": 10},
         {"label": "fight", "group": "b", "start": 10, "end": 20},
@@ -66,7 +57,7 @@ def test_an_event_running_into_the_next_fight_clip_is_found_but_has_no_delay(eve
     assert score["delay_s_mean"] == pytest.approx(2 / 25)  # only the first clip's
 
 
-def test_event_intervals_read_the_postprocessors_records(events):
+def test_event_intervals_read_the_postprocessors_records():
     labels = ("fight", "noFight")
     post = StreamPostprocessor(labels, PostprocessConfig())
     records = []
@@ -90,7 +81,7 @@ def test_event_intervals_read_the_postprocessors_records(events):
         [],  # no fold checkpoints in --runs
     ],
 )
-def test_bad_input_is_a_one_line_error_before_any_work(events, argv, tmp_path, capsys):
+def test_bad_input_is_a_one_line_error_before_any_work(argv, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         events.main([*argv, "--runs", str(tmp_path / "none"), "--json", str(tmp_path / "out.json")])
     assert exc.value.code == 2

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from ..conftest import REPO
+from tests.fixtures.paths import REPO
 
 # The child blocks the installed `dcrn` package, so the script must fall back on its import shim, as it
 # does on a GPU machine that has the repository copied but not installed.

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """How well `dcrn teach` learns order-dependent actions from few clips, on real footage it never saw.
 
 Two evaluation sets are made from the real footage in ../shared/data (nothing is downloaded):
@@ -20,15 +19,14 @@ last frame's prediction, as ``dcrn eval`` does. Printed beside: the worst fold, 
 clips with their frames shuffled in time, and an order-agnostic baseline (a linear classifier on each
 clip's mean brightness map, the `dcrn eval` baseline for this encoder) with 10 clips per label.
 
-    .venv/bin/python scripts/teach_eval.py                 # about 10 minutes on 2 cores, most of it decoding
-    .venv/bin/python scripts/teach_eval.py --json docs/teach_eval.json
+    .venv/bin/python -m scripts.measure.teach_eval        # about 10 minutes on 2 cores, most of it decoding
+    .venv/bin/python -m scripts.measure.teach_eval --json docs/results/teach_eval.json
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 import shutil
 import sys
@@ -39,13 +37,9 @@ import cv2
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-sys.path.insert(0, str(REPO))
-
-from dcrn.models.data import Sample  # noqa: E402
-from dcrn.models.dcrn import DCRN  # noqa: E402
-from dcrn.models.teach import (  # noqa: E402
+from dcrn.models.data import Sample
+from dcrn.models.dcrn import DCRN
+from dcrn.models.teach import (
     DEFAULT_L2,
     FeatureCache,
     choose_l2,
@@ -55,7 +49,11 @@ from dcrn.models.teach import (  # noqa: E402
     frame_stats,
     teach_config,
 )
-from dcrn.models.video_io import read_video, write_video  # noqa: E402
+from dcrn.models.video_io import read_video, write_video
+from scripts.measure import harness
+from tests.fixtures.paths import SHARED
+
+DATA = SHARED / "data"  # the real footage
 
 CAMERA_CLASSES = (
     "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "rotate_cw", "rotate_ccw", "still",
@@ -70,10 +68,10 @@ DRAWS = 5
 def sources() -> list[tuple[Path, str]]:
     """(video, group) of every real source clip: fight-cctv by source group, gmdcsa24 by subject."""
     out = []
-    with open(SHARED / "fight-cctv" / "clips.csv") as handle:
+    with open(DATA / "fight-cctv" / "clips.csv") as handle:
         for row in csv.DictReader(handle):
-            out.append((SHARED / "fight-cctv" / row["clip"], "cctv-" + row["source_group"]))
-    for video in sorted((SHARED / "gmdcsa24").glob("Subject */*/*.mp4")):
+            out.append((DATA / "fight-cctv" / row["clip"], "cctv-" + row["source_group"]))
+    for video in sorted((DATA / "gmdcsa24").glob("Subject */*/*.mp4")):
         out.append((video, "gmd-s" + video.parts[-3].split()[-1]))
     return out
 
@@ -142,7 +140,7 @@ def build_camera(root: Path, seed: int = 0) -> Path:
 def fall_starts() -> dict[Path, float]:
     """When each GMDCSA24 fall begins, in seconds, from the subjects' hand-written ``Fall.csv`` rows."""
     starts = {}
-    for table in (SHARED / "gmdcsa24").glob("Subject */Fall.csv"):
+    for table in (DATA / "gmdcsa24").glob("Subject */Fall.csv"):
         with open(table, newline="") as handle:
             for row in csv.reader(handle):
                 found = re.search(r"fall\w*\s*\(?\w*\)?\s*\[\s*([\d.]+)\s*to", ",".join(row[1:]), re.IGNORECASE)
@@ -158,7 +156,7 @@ def build_falls(root: Path) -> Path:
         return folder
     rows = []
     starts = fall_starts()
-    for video in sorted((SHARED / "gmdcsa24").glob("Subject */Fall/*.mp4")):
+    for video in sorted((DATA / "gmdcsa24").glob("Subject */Fall/*.mp4")):
         frames, fps = read_video(video)
         start = starts.get(video)
         if start is not None:
@@ -272,7 +270,7 @@ def build_timing_set(root: Path, clips_per_label: int = 10, seconds: float = 3.0
     if (folder / "clips.csv").is_file():
         return folder
     rng = np.random.default_rng(7)
-    videos = sorted((SHARED / "gmdcsa24").glob("Subject */*/*.mp4"))
+    videos = sorted((DATA / "gmdcsa24").glob("Subject */*/*.mp4"))
     rows = []
     for k in range(clips_per_label * len(CAMERA5)):
         video = videos[k % len(videos)]
@@ -299,7 +297,7 @@ def time_teach(root: Path) -> dict:
         subprocess.run(
             [sys.executable, "-m", "dcrn.app", "teach", "--data", str(data), "--out", str(root / "timing.pt"),
              "--cache", str(cache), "--no-progress", "--json", str(root / f"timing-{run}.json")],
-            check=True, cwd=REPO,
+            check=True, cwd=harness.REPO,
         )  # fmt: skip
         timings[run] = round(time.monotonic() - started, 1)
     print(f"dcrn teach, 5 labels x 10 clips of 3 s: {timings['first']} s with features computed, "
@@ -309,7 +307,7 @@ def time_teach(root: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=REPO / "runs" / "teach-eval", help="where the sets are made")
+    parser.add_argument("--work", type=Path, default=harness.RUNS / "teach-eval", help="where the sets are made")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--sets", default="camera5,camera,falls")
     parser.add_argument("--timing", action="store_true", help="also time `dcrn teach` on 5 labels x 10 clips of 3 s")
@@ -332,9 +330,9 @@ def main() -> int:
         results["teach_seconds"] = time_teach(args.work)
     print(f"done in {time.monotonic() - started:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        harness.write_json(args.json, results)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

@@ -1,13 +1,12 @@
-#!/usr/bin/env python3
 """Many cameras on one box: ``dcrn run`` on N RTSP sessions of one live camera (GStreamer's RTSP server on
 127.0.0.1, H.264, shared media: the camera encodes once, as a real one does) for a fixed time, and what it
 kept up with: fps, drops and latency per stream, CPU use, and where the time of a frame went.
 
-    .venv/bin/python scripts/many_cameras.py --streams 8                       # 640x480 25 fps, 40 s
-    .venv/bin/python scripts/many_cameras.py --streams 12 --seconds 20 --out runs/cams-12
+    .venv/bin/python -m scripts.measure.many_cameras --streams 8                    # 640x480 25 fps, 40 s
+    .venv/bin/python -m scripts.measure.many_cameras --streams 12 --seconds 20 --out runs/cams-12
 
-Prints one JSON summary and writes it to ``OUT/summary.json`` with the run's records (``OUT/run.jsonl``)
-and log (``OUT/stderr.txt``). The first ``--warmup-s`` seconds count for drops but not for fps or
+Writes ``OUT/summary.json`` with the run's records (``OUT/run.jsonl``) and log (``OUT/stderr.txt``), and
+prints the main figures. The first ``--warmup-s`` seconds count for drops but not for fps or
 latency. Other load on the machine changes every figure: the summary keeps the load average.
 """
 
@@ -16,34 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.rtsp_fixture import RtspServer, unavailable_reason  # noqa: E402
+from scripts.measure import harness
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, "many-cameras")
     parser.add_argument("--streams", type=int, default=8, help="RTSP sessions at once (default 8)")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--seconds", type=float, default=40.0, help="how long dcrn run runs (default 40)")
-    parser.add_argument("--warmup-s", type=float, default=3.0, help="left out of fps and latency (default 3)")
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--extra", default="", help="more dcrn run arguments, as one string")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "many-cameras")
+    harness.camera_flags(parser)
+    harness.time_flags(parser, seconds=40.0, warmup_s=3.0, warmup="left out of fps and latency")
+    harness.run_flags(parser, extra=True)
     return parser.parse_args(argv)
 
 
@@ -74,31 +61,31 @@ class CpuSampler:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    reason = unavailable_reason()
-    if reason:
-        print(f"many_cameras: {reason}", file=sys.stderr)
-        return 2
+    if not harness.require_camera("many_cameras"):
+        return harness.EXIT_UNAVAILABLE
     args.out.mkdir(parents=True, exist_ok=True)
     jsonl, stderr_path = args.out / "run.jsonl", args.out / "stderr.txt"
     jsonl.unlink(missing_ok=True)
     load_before = os.getloadavg()
-    with RtspServer(width=args.width, height=args.height, fps=args.fps) as server:
-        command = [sys.executable, "-m", "dcrn.app", "run", "--model", args.model, "--backend", args.backend]
-        for _ in range(args.streams):
-            command += ["--source", server.url]
-        command += ["--duration", str(args.seconds), "--sink", f"jsonl:{jsonl}", "--stats-interval", "5"]
-        command += args.extra.split()
+    with harness.camera(args) as server:
+        command = harness.dcrn_run(
+            [server.url] * args.streams,
+            model=args.model,
+            backend=args.backend,
+            duration=args.seconds,
+            sink=f"jsonl:{jsonl}",
+            stats_interval=5,
+            extra=args.extra.split(),
+        )
         start_failures = []
         for _attempt in range(3):  # a start-up failure (one session refused) is retried, and reported
-            with stderr_path.open("wb") as err:
-                proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+            with harness.Child(command, stderr=stderr_path) as child:
                 server_cpu = CpuSampler(server._proc.pid)
-                cpu = CpuSampler(proc.pid)
+                cpu = CpuSampler(child.pid)
                 try:
-                    code = proc.wait(timeout=args.seconds + 180)
+                    code = child.wait(timeout=args.seconds + 180)
                 except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGINT)
-                    code = proc.wait(timeout=30)
+                    code = child.stop(grace_s=30)
                 finally:
                     cpu.stop()
                     server_cpu.stop()
@@ -106,14 +93,21 @@ def main(argv: list[str] | None = None) -> int:
                 break
             start_failures.append(stderr_path.read_text().strip().splitlines()[-1])
             jsonl.unlink(missing_ok=True)
-    summary = summarise(args, jsonl, cpu, server_cpu, code, load_before)
+    summary = summarise(args, jsonl, cpu, server_cpu, code, load_before, argv)
     summary["start_failures"] = start_failures
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    harness.write_json(args.out / "summary.json", summary)
+    rows = [
+        (key, summary[key])
+        for key in ("backend", "fps_min", "dropped_percent", "latency_ms_p99_max", "cpu_percent_dcrn", "threads_dcrn")
+    ]
+    title = f"many_cameras: {args.streams} streams of {summary['camera']}, exit code {code}"
+    print(harness.table([*rows, ("start failures", len(start_failures))], title))
     return 0 if code == 0 else 1
 
 
-def summarise(args, jsonl: Path, cpu: CpuSampler, server_cpu: CpuSampler, code: int, load_before) -> dict:
+def summarise(
+    args, jsonl: Path, cpu: CpuSampler, server_cpu: CpuSampler, code: int | None, load_before, argv: list[str] | None
+) -> dict:
     text = jsonl.read_text() if jsonl.exists() else ""
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
     predictions = [r for r in records if r.get("type") == "prediction"]
@@ -140,10 +134,10 @@ def summarise(args, jsonl: Path, cpu: CpuSampler, server_cpu: CpuSampler, code: 
     dropped = sum(s["dropped"] or 0 for s in streams.values())
     steady = cpu.samples[int(args.warmup_s) : -1] or cpu.samples
     return {
-        "command": "scripts/many_cameras.py " + " ".join(sys.argv[1:]),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": harness.command_line("many_cameras", argv),
+        "when": harness.utc(),
         "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_after": harness.load_average(),
         "cpus": os.cpu_count(),
         "exit_code": code,
         "streams": args.streams,
@@ -167,4 +161,4 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

@@ -35,10 +35,10 @@ Times come from each clip's own frame rate (pts advance by 1 / fps per frame).
 
 Usage (after ``scripts/train-fight-cctv --cv``, which writes RUNS/cv/fold{1..5}.last.pt)::
 
-    .venv/bin/python scripts/fight_cctv_events.py                      # runs/fight-cctv -> runs/fight-cctv/events.json
-    .venv/bin/python scripts/fight_cctv_events.py --reset-between-clips   # -> runs/fight-cctv/events-reset.json
-    .venv/bin/python scripts/fight_cctv_events.py --runs runs/try --seed 1 --json runs/try/events-s1.json
-    .venv/bin/python scripts/fight_cctv_events.py --sweep 0.5,0.6,0.7,0.8,0.9   # -> runs/fight-cctv/events-sweep.json
+    .venv/bin/python -m scripts.measure.fight_cctv_events          # runs/fight-cctv -> runs/fight-cctv/events.json
+    .venv/bin/python -m scripts.measure.fight_cctv_events --reset-between-clips   # -> runs/fight-cctv/events-reset.json
+    .venv/bin/python -m scripts.measure.fight_cctv_events --runs runs/try --seed 1 --json runs/try/events-s1.json
+    .venv/bin/python -m scripts.measure.fight_cctv_events --sweep 0.5,0.6,0.7,0.8,0.9   # -> RUNS/events-sweep.json
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ import argparse
 import itertools
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +58,10 @@ from dcrn.engine.postprocess import PostprocessConfig, StreamPostprocessor
 from dcrn.models.crossval import held_out_clips
 from dcrn.models.errors import ConfigError
 from dcrn.models.video_io import read_video
+from scripts.measure import harness
+from tests.fixtures.paths import SHARED
 
 log = logging.getLogger("fight_cctv_events")
-ROOT = Path(__file__).resolve().parent.parent
 TARGET = "fight"
 
 
@@ -229,7 +229,7 @@ def score_events(intervals: list[tuple[int, int]], segments: list[dict], pts: np
 def _shown(path: Path) -> str:
     """A path as the JSON shows it: relative to the repository when inside it."""
     path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    return str(path.relative_to(harness.REPO)) if path.is_relative_to(harness.REPO) else str(path)
 
 
 def _mean_prob(probs: np.ndarray, segments: list[dict], before: str | None) -> float | None:
@@ -289,9 +289,9 @@ def summarize(folds: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs/fight-cctv", help="holds cv/fold{1..5}.last.pt")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/fight-cctv")
-    parser.add_argument("--feature-cache", type=Path, default=ROOT / "runs/fight-cctv/features")
+    parser.add_argument("--runs", type=Path, default=harness.RUNS / "fight-cctv", help="holds cv/fold{1..5}.last.pt")
+    parser.add_argument("--data", type=Path, default=SHARED / "data/fight-cctv")
+    parser.add_argument("--feature-cache", type=Path, default=harness.RUNS / "fight-cctv/features")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="seed of the clip order in each stream")
     parser.add_argument(
@@ -407,4 +407,4 @@ def evaluate(args: argparse.Namespace, config: PostprocessConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

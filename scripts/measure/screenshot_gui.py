@@ -1,9 +1,8 @@
-#!/usr/bin/env python
-"""Screenshot of the desktop window running live on the demo stream (docs/gui.png).
+"""Screenshot of the desktop window running live on the demo stream (docs/results/gui.png).
 
-    .venv/bin/python scripts/screenshot_gui.py                       # offscreen, shipped default model
-    .venv/bin/python scripts/screenshot_gui.py --xvfb --out /tmp/x.png  # a real X window under Xvfb
-    .venv/bin/python scripts/screenshot_gui.py --model ckpt.pt --wait 10
+    .venv/bin/python -m scripts.measure.screenshot_gui                  # offscreen, shipped default model
+    .venv/bin/python -m scripts.measure.screenshot_gui --xvfb --out /tmp/x.png   # a real X window under Xvfb
+    .venv/bin/python -m scripts.measure.screenshot_gui --model ckpt.pt --wait 10
 
 It opens the same window as ``dcrn gui`` (settings kept in a temporary file, never the user's), starts the
 demo stream, waits until predictions have been on screen for ``--wait`` seconds, and saves the grab.
@@ -23,13 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from scripts.measure import harness
+
 log = logging.getLogger("screenshot_gui")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "gui.png", help="PNG to write")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS / "gui.png", help="PNG to write")
     parser.add_argument("--model", default="default", help="checkpoint path or shipped model name")
     parser.add_argument("--source", default="synthetic:", help="source URI (default: the demo stream)")
     parser.add_argument("--wait", type=float, default=8.0, help="seconds of live predictions before the grab")
@@ -46,8 +46,8 @@ def rerun_under_xvfb(argv: list[str]) -> int:
         return 2
     args = [a for a in argv if a != "--xvfb"]
     env = {**os.environ, "QT_QPA_PLATFORM": "xcb", "SCREENSHOT_GUI_X11": "1"}
-    command = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, __file__, *args]
-    return subprocess.run(command, env=env, check=False).returncode
+    command = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", __spec__.name, *args]
+    return subprocess.run(command, env=env, check=False, cwd=harness.REPO).returncode
 
 
 def capture(args: argparse.Namespace) -> int:
@@ -111,4 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

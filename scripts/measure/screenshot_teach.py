@@ -1,8 +1,7 @@
-#!/usr/bin/env python
-"""Screenshot of the window's Teach panel after a real teach session on the demo stream (docs/teach.png).
+"""Screenshot of the window's Teach panel after a real teach session on the demo stream (docs/results/teach.png).
 
-    .venv/bin/python scripts/screenshot_teach.py
-    .venv/bin/python scripts/screenshot_teach.py --out /tmp/teach.png --clips 3 --seconds 1.5
+    .venv/bin/python -m scripts.measure.screenshot_teach
+    .venv/bin/python -m scripts.measure.screenshot_teach --out /tmp/teach.png --clips 3 --seconds 1.5
 
 Offscreen, with settings and the data set in a temporary folder (never the user's): starts the demo
 stream, adds labels, records clips of each label from the stream through the panel, trains, lets the
@@ -22,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from scripts.measure import harness
+
 log = logging.getLogger("screenshot_teach")
 
 # label -> the demo stream's action recorded for it ("nothing" is the suggested background label)
@@ -31,7 +31,7 @@ LABELS = {"nothing": "still", "move_left": "move_left", "move_right": "move_righ
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "teach.png", help="PNG to write")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS / "teach.png", help="PNG to write")
     parser.add_argument("--model", default="default", help="the model running before training")
     parser.add_argument("--clips", type=int, default=3, help="clips recorded per label")
     parser.add_argument("--seconds", type=float, default=1.5, help="length of each clip (segments last 2-5 s)")
@@ -124,4 +124,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 """The desktop window live on a 30 fps RTSP camera: does it keep up, and how late is a frame on screen?
 
-    .venv/bin/python scripts/gui_live.py                                   # fight-cctv, 30 s after 5 s warm-up
-    .venv/bin/python scripts/gui_live.py --seconds 10 --out runs/gui-live-short
+    .venv/bin/python -m scripts.measure.gui_live                # fight-cctv, 30 s after 5 s warm-up
+    .venv/bin/python -m scripts.measure.gui_live --seconds 10 --out runs/gui-live-short
 
-It starts the real GStreamer RTSP test camera on 127.0.0.1 (tests/rtsp_fixture.RtspServer, 640x480 H.264
+It starts the real GStreamer RTSP test camera on 127.0.0.1 (tests.fixtures.rtsp.RtspServer, 640x480 H.264
 at 30 fps by default), opens the same main window as ``dcrn gui`` (Qt's offscreen platform unless
 QT_QPA_PLATFORM says otherwise; settings in a temporary file, never the user's) on that camera with
 ``--model`` and ``--backend`` (default ``auto``, as ``dcrn gui``), waits until predictions are on screen plus
@@ -34,9 +33,7 @@ import itertools
 import json
 import logging
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -46,27 +43,20 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.rtsp_fixture import RtspServer, unavailable_reason  # noqa: E402
+from scripts.measure import harness
+from tests.fixtures.rtsp import RtspServer
 
 log = logging.getLogger("gui_live")
 EXIT_WATCHDOG = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="fight-cctv", help="shipped model name or checkpoint path")
-    parser.add_argument("--backend", default="auto", help="engine backend (default auto, as dcrn gui)")
-    parser.add_argument("--seconds", type=float, default=30.0, help="measured time (default 30)")
-    parser.add_argument("--warmup-s", type=float, default=5.0, help="after the first frame on screen (default 5)")
-    parser.add_argument("--width", type=int, default=640, help="camera width (default 640)")
-    parser.add_argument("--height", type=int, default=480, help="camera height (default 480)")
-    parser.add_argument("--fps", type=int, default=30, help="camera frame rate (default 30)")
+    parser = harness.parser(__doc__, "gui-live")
+    harness.run_flags(parser, model="fight-cctv")
+    harness.time_flags(parser, seconds=30.0, warmup_s=5.0, warmup="after the first frame on screen")
+    harness.camera_flags(parser, fps=30)
     parser.add_argument("--size", default="1200x720", help="window size WxH (default 1200x720, the window's own)")
     parser.add_argument("--start-timeout", type=float, default=90.0, help="give up when no frame shows by then")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "gui-live", help="folder for the summary")
     return parser.parse_args(argv)
 
 
@@ -211,31 +201,6 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, max(0, round(q / 100.0 * (len(ordered) - 1))))], 1)
-
-
-def machine() -> dict:
-    info = {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info["memory_gb"] = round(psutil.virtual_memory().total / 1e9, 1)
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "onnxruntime", "PyQt6.QtCore", "cv2", "av"):
-        try:
-            module = __import__(name, fromlist=["_"])
-        except ImportError:
-            continue
-        versions[name.split(".")[0]] = getattr(module, "__version__", None) or getattr(module, "QT_VERSION_STR", "?")
-    info["versions"] = versions
-    return info
-
-
-def utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def measure(args: argparse.Namespace, server: RtspServer, settings_dir: Path) -> dict:
@@ -435,22 +400,19 @@ def table(summary: dict) -> str:
             " / ".join(str(cpu.get(k)) for k in ("gui", "engine", "capture", "other", "camera_server")),
         ),
     ]
-    width = max(len(name) for name, _ in rows)
     head = (
         f"{summary['model']} on {summary['camera']}, backend {summary['result']['backend']}, "
         f"{summary['result']['measured_s']} s measured, load {summary['load_average_start'][0]} -> "
         f"{summary['load_average_end'][0]}"
     )
-    return "\n".join([head, *(f"{name:<{width}}  {value}" for name, value in rows)])
+    return harness.table(rows, head)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    reason = unavailable_reason()
-    if reason:
-        log.error("%s", reason)
-        return 2
+    if not harness.require_camera("gui_live"):
+        return harness.EXIT_UNAVAILABLE
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     args.out.mkdir(parents=True, exist_ok=True)
     started_wall = time.time()
@@ -472,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with (
             tempfile.TemporaryDirectory(prefix="dcrn-gui-live-") as tmp,
-            RtspServer(width=args.width, height=args.height, fps=args.fps) as server,
+            harness.camera(args) as server,
         ):
             servers.append(server)
             log.info("camera %dx%d at %d fps on %s", args.width, args.height, args.fps, server.url)
@@ -484,19 +446,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         timer.cancel()
     summary = {
-        "command": "scripts/gui_live.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "started": utc(started_wall),
-        "ended": utc(time.time()),
+        "command": harness.command_line("gui_live", argv),
+        "started": harness.utc(started_wall),
+        "ended": harness.utc(),
         "load_average_start": [round(x, 2) for x in load_start],
-        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        "machine": machine(),
+        "load_average_end": harness.load_average(),
+        "machine": harness.machine_info(("torch", "onnxruntime", "PyQt6", "opencv-python-headless", "av")),
         "model": args.model,
         "camera": f"RTSP {args.width}x{args.height} {args.fps} fps H.264 (GStreamer test server, 127.0.0.1)",
         "warmup_s": args.warmup_s,
         "error": error,
         "result": result,
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    harness.write_json(args.out / "summary.json", summary)
     if error is None and result.get("engine"):
         text = table(summary)
         (args.out / "table.txt").write_text(text + "\n")
@@ -506,4 +468,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

@@ -1,13 +1,12 @@
-#!/usr/bin/env python3
 """Cluster scaling on this machine: how many RTSP streams ``dcrn run --cluster`` keeps live with one worker
 node and with two (each node held to a core of its own), and what a stream costs through the cluster
 compared with plain ``dcrn run`` on one box.
 
-    .venv/bin/python scripts/cluster_scaling.py                                 # 640x480 25 fps, 15-20 min
-    .venv/bin/python scripts/cluster_scaling.py --steps 8,12,16 --cost-streams 8 --out runs/scaling-2
-    .venv/bin/python scripts/cluster_scaling.py --quick                         # smoke run, about 3 min
+    .venv/bin/python -m scripts.measure.cluster_scaling                        # 640x480 25 fps, 15-20 min
+    .venv/bin/python -m scripts.measure.cluster_scaling --steps 8,12,16 --cost-streams 8 --out runs/scaling-2
+    .venv/bin/python -m scripts.measure.cluster_scaling --quick                # smoke run, about 3 min
 
-The camera is scripts/many_cameras.py's: one live GStreamer RTSP camera on 127.0.0.1, one session per
+The camera is scripts/measure/many_cameras.py's: one live GStreamer RTSP camera on 127.0.0.1, one session per
 stream. A real Ray cluster runs on this machine (scripts/local_cluster.py): a head with no CPU and one
 worker node per core. Core 0 holds this script, the camera server, the head and the ``dcrn run`` driver;
 one worker node gets core 1, two worker nodes get cores 0 and 1 (so node 0 shares its core with them).
@@ -38,21 +37,16 @@ import bisect
 import contextlib
 import json
 import os
-import platform
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
 import psutil
-from many_cameras import REPO  # also puts the repository on sys.path for tests.rtsp_fixture
 
-from tests.cluster_fixture import LocalCluster
-from tests.rtsp_fixture import RtspServer, unavailable_reason
+from scripts.measure import harness
+from tests.fixtures.cluster import LocalCluster
 
 HOST_CORE = 0  # this script, the camera server, the Ray head and the driver
 NODE_CORE = 1  # the one worker node, and plain dcrn run when it is compared with it
@@ -67,7 +61,7 @@ QUICK = {"steps": "2,4", "cost_streams": 2, "warmup_s": 3.0, "window_s": 10.0, "
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, "cluster-scaling")
     parser.add_argument("--steps", help=f"stream counts tried per node count (default {FULL['steps']})")
     parser.add_argument("--cost-streams", type=int, help=f"streams of the cost trials (default {FULL['cost_streams']})")
     parser.add_argument(
@@ -78,14 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items())
     )
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--fps", type=int, default=25)
+    harness.camera_flags(parser)
     parser.add_argument("--live-fps", type=float, default=24.0, help="a live stream runs at least this fast (24)")
     parser.add_argument("--live-drop-pct", type=float, default=1.0, help="... and drops less than this %% (1)")
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--extra", default="", help="more dcrn run arguments, as one string")
+    harness.run_flags(parser, extra=True)
     parser.add_argument("--start-timeout-s", type=float, default=120.0, help="for every stream to have frames (120)")
     parser.add_argument(
         "--cameras",
@@ -99,7 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="only the two-node capacity series (no cost trials, no one-node series): to extend --steps upward",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "cluster-scaling")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -284,7 +273,7 @@ def _threads(pid: int) -> list[int]:
 
 
 class WatchedCluster(LocalCluster):
-    """tests.cluster_fixture.LocalCluster (a head on this script's core, worker node K on ``cores[K]``), with
+    """tests.fixtures.cluster.LocalCluster (a head on this script's core, worker node K on ``cores[K]``), with
     the head and each node watched for CPU and every node thread held on its core."""
 
     def __init__(
@@ -327,25 +316,12 @@ class StatsLog:
     """The stats and node_stats records of a trial's JSONL, read as it grows."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.tail = harness.JsonlTail(path, keep=lambda line: b'stats"' in line)  # predictions: skipped unparsed
         self.stats: dict[str, list[dict]] = {}
         self.node_stats: list[dict] = []
-        self._offset = 0
-        self._partial = ""
 
     def poll(self) -> None:
-        if not self.path.exists():
-            return
-        with self.path.open() as handle:
-            handle.seek(self._offset)
-            text = self._partial + handle.read()
-            self._offset = handle.tell()
-        lines = text.split("\n")
-        self._partial = lines.pop()  # a line not yet written whole
-        for line in lines:
-            if 'stats"' not in line:  # predictions are most lines: skip them unparsed
-                continue
-            record = json.loads(line)
+        for record in self.tail.read():
             if record.get("type") == "stats":
                 self.stats.setdefault(record["stream"], []).append(record)
             elif record.get("type") == "node_stats":
@@ -367,17 +343,21 @@ class StatsLog:
 def dcrn_command(args: argparse.Namespace, url: str | list[str], streams: int, jsonl: Path) -> list[str]:
     # a cap in case this script stops watching; a trial normally ends with SIGINT once its window is over
     cap_s = args.start_timeout_s + args.warmup_s + args.window_s + 30.0
-    command = [sys.executable, "-m", "dcrn.app", "run", "--model", args.model, "--backend", args.backend]
     urls = url if isinstance(url, list) else [url]
-    for k in range(streams):  # sessions spread over the cameras in turn
-        command += ["--source", urls[k % len(urls)]]
-    command += ["--duration", f"{cap_s:g}", "--stats-interval", f"{STATS_INTERVAL_S:g}", "--sink", f"jsonl:{jsonl}"]
-    return command + args.extra.split()
+    return harness.dcrn_run(
+        [urls[k % len(urls)] for k in range(streams)],  # sessions spread over the cameras in turn
+        model=args.model,
+        backend=args.backend,
+        duration=cap_s,
+        stats_interval=STATS_INTERVAL_S,
+        sink=f"jsonl:{jsonl}",
+        extra=args.extra.split(),
+    )
 
 
 def run_trial(args, name: str, url: str, streams: int, timeline: CpuTimeline, pinner: CorePinner, cluster=None):
     """Runs one trial to the end of its window and returns its figures. A start-up failure (exit code 2:
-    a session refused) is retried and reported, as scripts/many_cameras.py does."""
+    a session refused) is retried and reported, as scripts/measure/many_cameras.py does."""
     failures = []
     for _attempt in range(3):
         result = run_once(args, name, url, streams, timeline, pinner, cluster)
@@ -398,16 +378,15 @@ def run_once(args, name: str, url: str, streams: int, timeline: CpuTimeline, pin
         env = cluster.env()
     log = StatsLog(jsonl)
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {streams} stream(s)", flush=True)
-    with stderr_path.open("wb") as err:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=env)
+    child = harness.Child(command, stderr=stderr_path, env=env)
     try:
         if cluster is None:  # one box: the whole dcrn run on the core a node would have
-            pinner.pin(proc.pid, NODE_CORE)
-        timeline.watch(f"{name}:dcrn_run", proc.pid)
-        outcome, cores_seen = watch_trial(args, proc, log, streams, pinner, cluster)
+            pinner.pin(child.pid, NODE_CORE)
+        timeline.watch(f"{name}:dcrn_run", child.pid)
+        outcome, cores_seen = watch_trial(args, child, log, streams, pinner, cluster)
     finally:
-        pinner.unpin(proc.pid)
-        code = stop(proc)
+        pinner.unpin(child.pid)
+        code = child.stop()
     log.poll()
     result = summarise_trial(args, name, streams, log, timeline, cluster)
     result.update(outcome=outcome, exit_code=code, cores_seen=cores_seen, command=_shown(command))
@@ -417,7 +396,7 @@ def run_once(args, name: str, url: str, streams: int, timeline: CpuTimeline, pin
     return result
 
 
-def watch_trial(args, proc: subprocess.Popen, log: StatsLog, streams: int, pinner: CorePinner, cluster):
+def watch_trial(args, proc: harness.Child, log: StatsLog, streams: int, pinner: CorePinner, cluster):
     """Waits for the window's end; returns how the trial went and the cores its processes had mid-window."""
     started = time.monotonic()
     cores_seen: dict = {}
@@ -437,18 +416,6 @@ def watch_trial(args, proc: subprocess.Popen, log: StatsLog, streams: int, pinne
             return "window not reached in time", cores_seen
         time.sleep(0.5)
     return f"dcrn run ended early (exit code {proc.returncode})", cores_seen
-
-
-def stop(proc: subprocess.Popen) -> int | None:
-    """SIGINT (dcrn run's clean stop), then SIGKILL if it has not ended within a minute."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    return proc.returncode
 
 
 def summarise_trial(args, name: str, streams: int, log: StatsLog, timeline: CpuTimeline, cluster) -> dict:
@@ -619,54 +586,21 @@ def capacity(args, trials: list[dict], label: str, cluster: WatchedCluster, url:
     return series
 
 
-def machine_info() -> dict:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    versions = {}
-    for package in ("ray", "onnxruntime", "torch", "psutil"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO, timeout=10)
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=REPO, timeout=10
-    )
-    return {
-        "cpu_model": model,
-        "cpus": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "packages": versions,
-        "git_commit": commit.stdout.strip(),
-        "git_changed_files": dirty.stdout.split()[1::2],
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    reason = unavailable_reason()
-    if reason:
-        print(f"cluster_scaling: {reason}", file=sys.stderr)
-        return 2
+    if not harness.require_camera("cluster_scaling"):
+        return harness.EXIT_UNAVAILABLE
     if not {HOST_CORE, NODE_CORE} <= os.sched_getaffinity(0):
         print(f"cluster_scaling: needs cores {HOST_CORE} and {NODE_CORE}", file=sys.stderr)
-        return 2
+        return harness.EXIT_UNAVAILABLE
     args.out.mkdir(parents=True, exist_ok=True)
     # Before any thread or child exists: everything started from here (camera, head, driver) inherits core 0.
     os.sched_setaffinity(0, {HOST_CORE})
     summary = {
-        "command": "scripts/cluster_scaling.py " + " ".join(sys.argv[1:]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "load_average_start": [round(x, 2) for x in os.getloadavg()],
-        "machine": machine_info(),
+        "command": harness.command_line("cluster_scaling", argv),
+        "started": harness.utc(),
+        "load_average_start": harness.load_average(),
+        "machine": harness.machine_info(("ray", "onnxruntime", "torch", "psutil")),
         "settings": {
             "camera": f"{args.width}x{args.height} {args.fps} fps H.264, one RTSP session per stream, "
             f"{max(1, args.cameras)} camera server(s)",
@@ -693,15 +627,12 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def save() -> None:
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        harness.write_json(args.out / "summary.json", summary)
 
     timeline, pinner = CpuTimeline(), CorePinner()
     try:
         with contextlib.ExitStack() as cameras:
-            servers = [
-                cameras.enter_context(RtspServer(width=args.width, height=args.height, fps=args.fps))
-                for _ in range(max(1, args.cameras))
-            ]
+            servers = [cameras.enter_context(harness.camera(args)) for _ in range(max(1, args.cameras))]
             timeline.watch("camera_server", servers[0]._proc.pid)
             timeline.watch("this_script", os.getpid(), tree=False)  # its children are counted apart
             urls = [server.url for server in servers]
@@ -711,8 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         timeline.stop()
         summary["cores"]["threads_moved_back"] = pinner.moved
         timeline.save(args.out / "cpu_timeline.jsonl")
-        summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        summary["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        summary["finished"] = harness.utc()
+        summary["load_average_end"] = harness.load_average()
         save()
     table = render(summary)
     (args.out / "table.txt").write_text(table + "\n")
@@ -812,4 +743,4 @@ def render(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fault run: one headless ``dcrn run`` against a real RTSP camera with a password in its URL, while the
 camera is killed and restarted ``--kills`` times and frozen (SIGSTOP, ``--freeze-s`` seconds) and thawed
 ``--freezes`` times. Measures, for every fault, how long until ``stream_lost`` and until predictions
@@ -8,33 +7,28 @@ resume, and checks what a user relies on:
 - ``dcrn run`` exits 0 on SIGINT at the end, every JSONL line whole;
 - the password appears nowhere: not in records, stdout or stderr.
 
-    .venv/bin/python scripts/fault_run.py                       # 20 kills + 2 freezes of 10 s (about 4 min)
-    .venv/bin/python scripts/fault_run.py --kills 2 --freezes 1 --freeze-s 5 --out runs/fault-quick
+    .venv/bin/python -m scripts.measure.fault_run        # 20 kills + 2 freezes of 10 s (about 4 min)
+    .venv/bin/python -m scripts.measure.fault_run --kills 2 --freezes 1 --freeze-s 5 --out runs/fault-quick
 
 Writes ``OUT/summary.json`` (figures and checks), ``OUT/faults.csv`` (one row per fault), ``OUT/run.jsonl``,
-``OUT/stdout.txt`` and ``OUT/stderr.txt``. Exit status 0 when every check passed, 1 otherwise. Needs the
-RTSP test server's Debian packages (``scripts/install-system-deps``); talks only to 127.0.0.1.
+``OUT/stdout.txt`` and ``OUT/stderr.txt``, and prints the checks and figures. Exit status 0 when every
+check passed, 1 otherwise. Needs the RTSP test server's Debian packages (``scripts/install-system-deps``);
+talks only to 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.rtsp_fixture import RtspServer, unavailable_reason  # noqa: E402
+from scripts.measure import harness
 
 WAIT_S = 40.0  # the longest any one step may take before the run counts as failed
 
@@ -55,20 +49,11 @@ class Records:
     """Reads the JSONL sink as ``dcrn run`` writes it: only whole lines, remembers every record."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.tail = harness.JsonlTail(path)
         self.records: list[dict] = []
-        self._offset = 0
 
     def poll(self) -> None:
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as file:
-            file.seek(self._offset)
-            data = file.read()
-        end = data.rfind(b"\n") + 1
-        for line in data[:end].splitlines():
-            self.records.append(json.loads(line))
-        self._offset += end
+        self.records += self.tail.read()
 
     def wait(self, match, start: int, timeout: float = WAIT_S) -> tuple[int, dict]:
         """(index, record) of the first record at or after ``start`` for which ``match(record)`` holds."""
@@ -88,24 +73,22 @@ def is_event(name: str):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, "fault-run")
     parser.add_argument("--kills", type=int, default=20, help="kill and restart the camera N times (default 20)")
     parser.add_argument("--freezes", type=int, default=2, help="freeze and thaw the camera N times (default 2)")
     parser.add_argument("--freeze-s", type=float, default=10.0, help="each freeze lasts S seconds (default 10)")
     parser.add_argument("--down-s", type=float, default=2.0, help="a killed camera stays down S seconds (default 2)")
     parser.add_argument("--up-s", type=float, default=3.0, help="predictions flow S seconds between faults (default 3)")
     parser.add_argument("--stall-timeout", type=float, default=3.0, help="dcrn run --stall-timeout (default 3)")
-    parser.add_argument("--model", default="default", help="checkpoint or shipped model (default: default)")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "fault-run", help="output folder")
+    harness.run_flags(parser, backend=False)
+    harness.camera_flags(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    reason = unavailable_reason()
-    if reason:
-        print(f"fault_run: {reason}", file=sys.stderr)
-        return 2
+    if not harness.require_camera("fault_run"):
+        return harness.EXIT_UNAVAILABLE
     args.out.mkdir(parents=True, exist_ok=True)
     jsonl, stdout_path, stderr_path = args.out / "run.jsonl", args.out / "stdout.txt", args.out / "stderr.txt"
     jsonl.unlink(missing_ok=True)
@@ -114,68 +97,70 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     started = time.time()
     exit_code = None
-    with RtspServer(user="admin", password=password, width=640, height=480, fps=25) as server:
-        command = [sys.executable, "-m", "dcrn.app", "run", "--source", server.url, "--model", args.model]
-        command += ["--sink", f"jsonl:{jsonl}", "--stats-interval", "5", "--stall-timeout", str(args.stall_timeout)]
+    with harness.camera(args, user="admin", password=password) as server:
+        command = harness.dcrn_run(
+            [server.url],
+            model=args.model,
+            sink=f"jsonl:{jsonl}",
+            stats_interval=5,
+            extra=["--stall-timeout", str(args.stall_timeout)],
+        )
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=REPO)
-            records = Records(jsonl)
-            try:
-                cursor, _ = records.wait(lambda r: r.get("type") == "prediction", 0, timeout=120)
-                plan = ["kill"] * args.kills + ["freeze"] * args.freezes
-                for index, kind in enumerate(plan):
-                    time.sleep(args.up_s)
-                    fault = Fault(index=index, kind=kind, at=time.time())
-                    records.poll()
-                    cursor = len(records.records)
-                    if kind == "kill":
-                        server.kill()
-                        time.sleep(args.down_s)
-                        server.start()
-                    else:
-                        server.pause()
-                        time.sleep(args.freeze_s)
-                        server.resume()
-                    fault.back = time.time()
-                    try:
-                        lost_index, lost = records.wait(is_event("stream_lost"), cursor)
-                        fault.lost_after_s = round(lost["wall"] - fault.at, 3)
-                        fault.detail = lost.get("detail", "")
-                        restored_index, restored = records.wait(is_event("stream_restored"), lost_index)
-                        _, first = records.wait(
-                            lambda r, n=restored["frame"]: r.get("type") == "prediction" and r["frame"] >= n,
-                            restored_index,
-                        )
-                        fault.resumed_after_s = round(first["wall"] - fault.back, 3)
-                        fault.outage_s = round(first["wall"] - fault.at, 3)
-                    except TimeoutError as exc:
-                        failures.append(f"{kind} {index}: {exc}")
-                    faults.append(fault)
-                    print(
-                        f"fault_run: {kind:6s} {index + 1:2d}/{len(plan)}: lost after {fault.lost_after_s} s, "
-                        f"predictions {fault.resumed_after_s} s after the camera was back",
-                        file=sys.stderr,
-                    )
-                    if failures:
-                        break
+        child = harness.Child(command, stdout=stdout_path, stderr=stderr_path, env=env)
+        records = Records(jsonl)
+        try:
+            cursor, _ = records.wait(lambda r: r.get("type") == "prediction", 0, timeout=120)
+            plan = ["kill"] * args.kills + ["freeze"] * args.freezes
+            for index, kind in enumerate(plan):
                 time.sleep(args.up_s)
-            finally:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
+                fault = Fault(index=index, kind=kind, at=time.time())
+                records.poll()
+                cursor = len(records.records)
+                if kind == "kill":
+                    server.kill()
+                    time.sleep(args.down_s)
+                    server.start()
+                else:
+                    server.pause()
+                    time.sleep(args.freeze_s)
+                    server.resume()
+                fault.back = time.time()
                 try:
-                    exit_code = proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    exit_code = proc.wait(timeout=10)
-                    failures.append("dcrn run did not exit within 60 s of SIGINT")
+                    lost_index, lost = records.wait(is_event("stream_lost"), cursor)
+                    fault.lost_after_s = round(lost["wall"] - fault.at, 3)
+                    fault.detail = lost.get("detail", "")
+                    restored_index, restored = records.wait(is_event("stream_restored"), lost_index)
+                    _, first = records.wait(
+                        lambda r, n=restored["frame"]: r.get("type") == "prediction" and r["frame"] >= n,
+                        restored_index,
+                    )
+                    fault.resumed_after_s = round(first["wall"] - fault.back, 3)
+                    fault.outage_s = round(first["wall"] - fault.at, 3)
+                except TimeoutError as exc:
+                    failures.append(f"{kind} {index}: {exc}")
+                faults.append(fault)
+                print(
+                    f"fault_run: {kind:6s} {index + 1:2d}/{len(plan)}: lost after {fault.lost_after_s} s, "
+                    f"predictions {fault.resumed_after_s} s after the camera was back",
+                    file=sys.stderr,
+                )
+                if failures:
+                    break
+            time.sleep(args.up_s)
+        finally:
+            exit_code = child.stop()
+            if child.killed:
+                failures.append(f"dcrn run did not exit within {harness.STOP_GRACE_S:g} s of SIGINT")
     summary = summarise(args, faults, failures, exit_code, jsonl, stdout_path, stderr_path, password, started)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with (args.out / "faults.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(asdict(Fault(0, "", 0.0))))
-        writer.writeheader()
-        writer.writerows(asdict(f) for f in faults)
-    print(json.dumps({k: summary[k] for k in ("checks", "figures")}, indent=2))
+    summary = {"command": harness.command_line("fault_run", argv), **summary}
+    harness.write_json(args.out / "summary.json", summary)
+    harness.write_csv(args.out / "faults.csv", (asdict(f) for f in faults), [f.name for f in fields(Fault)])
+    rows = harness.checks_rows(summary["checks"])
+    for kind, figures in summary["figures"].items():
+        rows.append((f"{kind} x {figures['count']}, median / max (s)", ""))
+        for name, what in (("lost_after_s", "lost"), ("resumed_after_s", "predictions again"), ("outage_s", "outage")):
+            rows.append((f"  {what}", f"{figures[name + '_median']} / {figures[name + '_max']}"))
+    print(harness.table(rows, f"fault_run: {len(faults)} faults, exit code {exit_code}"))
     return 0 if all(summary["checks"].values()) else 1
 
 
@@ -208,10 +193,9 @@ def summarise(args, faults, failures, exit_code, jsonl, stdout_path, stderr_path
                 **_spread("outage_s", [f.outage_s for f in chosen]),
             }
     return {
-        "command": "scripts/fault_run.py " + " ".join(sys.argv[1:]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "started": harness.utc(started),
         "duration_s": round(time.time() - started, 1),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": harness.load_average(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "events": {name: events.count(name) for name in sorted(set(events))},
         "predictions": sum(1 for r in records if r.get("type") == "prediction"),
@@ -240,4 +224,4 @@ def _spread(name: str, values: list[float]) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

@@ -1,51 +1,39 @@
-#!/usr/bin/env python3
 """Soak: ``dcrn run`` on 4 RTSP sessions of one live camera (GStreamer's RTSP server on 127.0.0.1) for an
 hour, sampling the process's resident memory, thread count and open file descriptors over time.
 
-    .venv/bin/python scripts/soak.py                     # 4 streams, 60 minutes
-    .venv/bin/python scripts/soak.py --minutes 10        # the short form
+    .venv/bin/python -m scripts.measure.soak                  # 4 streams, 60 minutes
+    .venv/bin/python -m scripts.measure.soak --minutes 10     # the short form
 
 Writes ``OUT/soak.csv`` (one row per sample), ``OUT/soak.png`` (the three curves) and
 ``OUT/summary.json``, whose checks are: RSS growth under 20 MB (the median of the last five samples
 against the median of the five after the warm-up), and thread and descriptor counts flat after the
-warm-up. Exit status 0 when every check passed.
+warm-up; prints the figures and the checks. Exit status 0 when every check passed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.rtsp_fixture import RtspServer, unavailable_reason  # noqa: E402
+from scripts.measure import harness
 
 MAX_RSS_GROWTH_MB = 20.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, "soak")
     parser.add_argument("--streams", type=int, default=4)
-    parser.add_argument("--minutes", type=float, default=60.0, help="how long (default 60)")
+    harness.time_flags(parser, minutes=60.0, warmup_s=60.0, warmup="left out of the checks")
     parser.add_argument("--interval-s", type=float, default=10.0, help="seconds between samples (default 10)")
-    parser.add_argument("--warmup-s", type=float, default=60.0, help="left out of the checks (default 60)")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "soak")
+    harness.camera_flags(parser)
+    harness.run_flags(parser, backend=False)
     return parser.parse_args(argv)
 
 
@@ -71,57 +59,50 @@ def thread_names(pid: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    reason = unavailable_reason()
-    if reason:
-        print(f"soak: {reason}", file=sys.stderr)
-        return 2
+    if not harness.require_camera("soak"):
+        return harness.EXIT_UNAVAILABLE
     args.out.mkdir(parents=True, exist_ok=True)
     jsonl = args.out / "run.jsonl"
     jsonl.unlink(missing_ok=True)
     samples: list[dict] = []
     load = [os.getloadavg()]
-    with RtspServer(width=args.width, height=args.height, fps=args.fps) as server:
-        command = [sys.executable, "-m", "dcrn.app", "run", "--model", args.model]
-        for _ in range(args.streams):
-            command += ["--source", server.url]
+    with harness.camera(args) as server:
         # The JSONL sink rotates (max_mb, keep) so a long run does not fill the disk.
-        command += ["--sink", f"jsonl:{jsonl}?max_mb=50&keep=2", "--stats-interval", "30"]
-        with (args.out / "stderr.txt").open("wb") as err:
-            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
-            process = psutil.Process(proc.pid)
+        command = harness.dcrn_run(
+            [server.url] * args.streams, model=args.model, sink=f"jsonl:{jsonl}?max_mb=50&keep=2", stats_interval=30
+        )
+        with harness.Child(command, stderr=args.out / "stderr.txt") as child:
+            process = psutil.Process(child.pid)
             started = time.monotonic()
             end = started + args.minutes * 60.0
-            try:
-                while time.monotonic() < end and proc.poll() is None:
-                    time.sleep(min(args.interval_s, max(0.0, end - time.monotonic())))
-                    if proc.poll() is None:
-                        samples.append(sample(process, started))
-                        if len(samples) > 1 and samples[-1]["threads"] != samples[-2]["threads"]:
-                            print(f"soak: threads now {thread_names(proc.pid)}", file=sys.stderr)
-                        if len(samples) % 30 == 0:
-                            load.append(os.getloadavg())
-                            print(f"soak: {samples[-1]}", file=sys.stderr)
-            finally:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
-                try:
-                    code = proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    code = proc.wait(timeout=10)
+            while time.monotonic() < end and child.poll() is None:
+                time.sleep(min(args.interval_s, max(0.0, end - time.monotonic())))
+                if child.poll() is None:
+                    samples.append(sample(process, started))
+                    if len(samples) > 1 and samples[-1]["threads"] != samples[-2]["threads"]:
+                        print(f"soak: threads now {thread_names(child.pid)}", file=sys.stderr)
+                    if len(samples) % 30 == 0:
+                        load.append(os.getloadavg())
+                        print(f"soak: {samples[-1]}", file=sys.stderr)
+        code = child.returncode
     load.append(os.getloadavg())
-    with (args.out / "soak.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["elapsed_s", "rss_mb", "threads", "fds", "cpu_s"])
-        writer.writeheader()
-        writer.writerows(samples)
-    summary = summarise(args, samples, code, load)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    harness.write_csv(args.out / "soak.csv", samples, ["elapsed_s", "rss_mb", "threads", "fds", "cpu_s"])
+    summary = summarise(args, samples, code, load, argv)
+    harness.write_json(args.out / "summary.json", summary)
     plot(samples, args, args.out / "soak.png")
-    print(json.dumps(summary, indent=2))
+    rows = [
+        ("samples", summary["samples"]),
+        ("RSS first / last (MB)", f"{summary['rss_mb_first']} / {summary['rss_mb_last']}"),
+        ("RSS growth after warm-up (MB)", summary["rss_growth_mb"]),
+        ("threads / descriptors seen", f"{summary['threads_seen']} / {summary['fds_seen']}"),
+        ("CPU (% of one core)", summary["cpu_percent"]),
+        *harness.checks_rows(summary["checks"]),
+    ]
+    print(harness.table(rows, f"soak: {args.streams} streams, {args.minutes:g} min, exit code {code}"))
     return 0 if all(summary["checks"].values()) else 1
 
 
-def summarise(args, samples: list[dict], code: int, load: list) -> dict:
+def summarise(args, samples: list[dict], code: int | None, load: list, argv: list[str] | None) -> dict:
     steady = [s for s in samples if s["elapsed_s"] >= args.warmup_s]
     enough = len(steady) >= 10
     growth = None
@@ -134,8 +115,8 @@ def summarise(args, samples: list[dict], code: int, load: list) -> dict:
     if len(steady) >= 2:
         cpu = (steady[-1]["cpu_s"] - steady[0]["cpu_s"]) / (steady[-1]["elapsed_s"] - steady[0]["elapsed_s"])
     return {
-        "command": "scripts/soak.py " + " ".join(sys.argv[1:]),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": harness.command_line("soak", argv),
+        "when": harness.utc(),
         "streams": args.streams,
         "minutes": args.minutes,
         "load_average": [[round(x, 2) for x in sample] for sample in load],
@@ -179,4 +160,4 @@ def plot(samples: list[dict], args, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

@@ -1,8 +1,8 @@
 """What INT8 (and bf16) do to a cross-validated model: each fold scored with its float32 and its INT8 step graph.
 
-    .venv/bin/python scripts/int8_crossval.py --data ../shared/data/fight-cctv --json runs/fight-cctv/int8-cv.json \
-        runs/fight-cctv/cv/fold{1..5}.last.pt
-    .venv/bin/python scripts/int8_crossval.py --data ../shared/data/fight-cctv --no-int8 --openvino \
+    .venv/bin/python -m scripts.measure.int8_crossval --data ../shared/data/fight-cctv \
+        --json runs/fight-cctv/int8-cv.json runs/fight-cctv/cv/fold{1..5}.last.pt
+    .venv/bin/python -m scripts.measure.int8_crossval --data ../shared/data/fight-cctv --no-int8 --openvino \
         --json runs/fight-cctv/bf16-cv.json runs/fight-cctv/cv/fold{1..5}.last.pt
 
 ``--openvino`` adds a column: the float32 graph compiled by OpenVINO the way the ``openvino`` backend
@@ -19,9 +19,7 @@ match the torch scores of the cross-validation; the difference to the INT8 graph
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from dcrn.engine.backends.step_graph import exported_graph
 from dcrn.models import load_checkpoint
 from dcrn.models.data import scan
 from dcrn.models.video_io import read_video
+from scripts.measure import harness
 
 log = logging.getLogger("int8_crossval")
 
@@ -158,10 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             summary["float32"]["pooled_accuracy"], summary[name]["pooled_accuracy"], 100 * summary[key],
         )  # fmt: skip
     if args.json_path:
-        args.json_path.parent.mkdir(parents=True, exist_ok=True)
-        args.json_path.write_text(json.dumps(summary, indent=2) + "\n")
+        harness.write_json(args.json_path, summary)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)
