@@ -1,53 +1,19 @@
-"""Which camera indices exist, found quickly and without OpenCV's console noise."""
+"""Which camera indices exist, asked off the GUI thread (the probe itself lives with the camera source)."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
-from pathlib import Path
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
+from .worker import probe_cameras
+
 log = logging.getLogger(__name__)
-
-MAX_INDEX = 4  # indices 0..MAX_INDEX-1 are tried
-
-
-def probe_cameras(max_index: int = MAX_INDEX, *, in_use: frozenset[int] = frozenset()) -> list[int]:
-    """Camera indices that can be opened. On Linux a missing /dev/videoN is ruled out without opening.
-
-    Cameras in ``in_use`` are listed without being opened (a second open may fail or disturb the stream).
-    """
-    if sys.platform.startswith("linux"):
-        candidates = [i for i in range(max_index) if Path(f"/dev/video{i}").exists()]
-    else:
-        candidates = list(range(max_index))
-    found = sorted(i for i in in_use if i in candidates)
-    candidates = [i for i in candidates if i not in in_use]
-    if not candidates:
-        return found
-    import cv2
-
-    quiet = cv2.utils.logging
-    previous = quiet.getLogLevel()
-    quiet.setLogLevel(quiet.LOG_LEVEL_SILENT)  # no warning per index that is not a camera
-    try:
-        for index in candidates:
-            capture = cv2.VideoCapture(index)
-            try:
-                if capture.isOpened():
-                    found.append(index)
-            finally:
-                capture.release()
-    finally:
-        quiet.setLogLevel(previous)
-    log.debug("cameras found: %s", found)
-    return sorted(found)
 
 
 class CameraProbe(QObject):
-    """Runs :func:`probe_cameras` in a short-lived thread; the answer arrives as ``found(list)``."""
+    """Runs the engine's ``probe_cameras`` in a short-lived thread; the answer arrives as ``found(list)``."""
 
     found = pyqtSignal(list)
 

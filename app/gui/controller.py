@@ -2,7 +2,8 @@
 
 It runs on the GUI thread only. Each session is one :class:`EngineWorker`; a source or model switch stops
 the old worker (without waiting) and starts a new one, and signals from a worker that is no longer
-current are ignored.
+current are ignored. It owns the :class:`~.teach.TeachController` and is its :class:`~.teach.TeachHost`
+(by shape: a Protocol cannot be a base class beside QObject).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from PyQt6.QtCore import QObject, Qt, QTimer
@@ -24,7 +26,7 @@ from .source_panel import DEMO_SOURCE, Choice
 from .teach import TeachController
 from .video_view import Overlay
 from .window import MainWindow
-from .worker import EngineWorker, SessionSpec, Shown, redact, redact_text
+from .worker import EngineWorker, Frame, SessionSpec, Shown, redact, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,8 @@ class Controller(QObject):
         window.closing.connect(self.shutdown)
         if self.settings.geometry:
             window.restoreGeometry(self.settings.geometry)
-        self.teach = TeachController(self)
+        self.teach = TeachController(self, window.teach, window.view, self)
+        window.teach_shown.connect(self.teach.ensure_dataset)
         self._refresh_choices()
 
     # -- intents ---------------------------------------------------------------------------------------
@@ -330,12 +333,37 @@ class Controller(QObject):
         self.window.show_error(message)
         self._event("error", message)
 
-    # -- helpers -------------------------------------------------------------------------------------
+    # -- TeachHost: what the teach controller may ask of this one ----------------------------------------
+    def teach_folder(self) -> str:
+        return self.settings.teach_dataset
+
+    def remember_teach_folder(self, folder: str) -> None:
+        self.settings.teach_dataset = folder
+        self._save()
+
+    def source(self) -> str:
+        return self.worker.spec.source if self.worker is not None else self.settings.source
+
+    def stream_status(self) -> str | None:
+        return self.status if self.worker is not None else None
+
+    def frame_rate(self) -> float | None:
+        return (self.worker.source_fps if self.worker is not None else None) or self.meter.fps
+
+    def set_frame_tap(self, tap: Callable[[Frame], None] | None) -> None:
+        if self.worker is not None:
+            self.worker.set_tap(tap)
+
+    def play(self, source: str) -> None:
+        self.start(source=source)
+
+    def show_teach(self) -> None:
+        self.window.show_teach()
+
     def add_event(self, name: str, detail: str) -> None:
         self._event(name, detail)
 
-    def save_settings(self) -> None:
-        self._save()
+    # -- helpers -------------------------------------------------------------------------------------
 
     def _retire(self) -> None:
         if self.worker is not None:

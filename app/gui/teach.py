@@ -1,19 +1,21 @@
 """The teach controller: the Teach panel's intents -> a data set of clips, recordings and training.
 
-It runs on the GUI thread only, next to the main :class:`~.controller.Controller` (which owns it). Clips
-are recorded from the frames the engine steps for the window (a :class:`~.teach_jobs.ClipTap` on the
-engine thread, a writer thread in the recorder); finishing, cutting and training run as
-:class:`~.teach_jobs.Job` threads. When training ends, the running stream switches to the new model
-between two frames (:meth:`Controller.use_model`) and the model joins the model chooser.
+It runs on the GUI thread only, next to the main :class:`~.controller.Controller` (which owns it) and
+talks to it only through :class:`TeachHost`. Clips are recorded from the frames the engine steps for the
+window (a :class:`~.teach_jobs.ClipTap` on the engine thread, a writer thread in the recorder); finishing,
+cutting and training run as :class:`~.teach_jobs.Job` threads. When training ends, the running stream
+switches to the new model between two frames (:meth:`TeachHost.use_model`) and the model joins the model
+chooser.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from PyQt6.QtCore import QObject, Qt, QTimer
 
@@ -22,12 +24,9 @@ from dcrn.models.teach_data import ClipInfo, TeachDataset, new_session_id
 
 from .source_panel import DEMO_SOURCE
 from .teach_jobs import MIN_KEEP_S, ClipRecorder, ClipTap, Job, cut_clip, finish_clip, train_model
-from .teach_panel import ClipRow, TrainResult
-from .video_view import Recording
-from .worker import SessionSpec, redact
-
-if TYPE_CHECKING:
-    from .controller import Controller
+from .teach_panel import ClipRow, TeachPanel, TrainResult
+from .video_view import Recording, VideoView
+from .worker import Frame, SessionSpec, redact
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +45,50 @@ def model_path_for(dataset: Path) -> Path:
     return dataset.parent / f"{dataset.name}.pt"
 
 
+class TeachHost(Protocol):
+    """What the teach controller may ask of the main controller (which implements it), and nothing more."""
+
+    def teach_folder(self) -> str:
+        """The remembered folder of the teach data set."""
+        ...
+
+    def remember_teach_folder(self, folder: str) -> None:
+        """Remember ``folder`` as the teach data set's (saved at once)."""
+        ...
+
+    def source(self) -> str:
+        """The URI of the running (else the last) session's source; may hold credentials."""
+        ...
+
+    def stream_status(self) -> str | None:
+        """None when no stream runs, else its status: connecting, live, stalled, reconnecting, ended."""
+        ...
+
+    def frame_rate(self) -> float | None:
+        """The running stream's frames per second: the source's nominal rate, else the rate shown."""
+        ...
+
+    def set_frame_tap(self, tap: Callable[[Frame], None] | None) -> None:
+        """Call ``tap(frame)`` on the engine thread for every frame the running stream steps (None: stop)."""
+        ...
+
+    def play(self, source: str) -> None:
+        """Start a session on ``source`` with the current model."""
+        ...
+
+    def use_model(self, model: str) -> None:
+        """Make ``model`` the current model; a running stream switches to it between two frames."""
+        ...
+
+    def show_teach(self) -> None:
+        """Bring the Teach panel to the front."""
+        ...
+
+    def add_event(self, name: str, detail: str) -> None:
+        """Add a row to the event list."""
+        ...
+
+
 @dataclass
 class _Plan:
     """A burst of clips of one label, recorded one after the other."""
@@ -57,11 +100,11 @@ class _Plan:
 
 
 class TeachController(QObject):
-    def __init__(self, main: Controller) -> None:
-        super().__init__(main)
-        self.main = main
-        self.panel = main.window.teach
-        self.view = main.window.view
+    def __init__(self, host: TeachHost, panel: TeachPanel, view: VideoView, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.host = host
+        self.panel = panel
+        self.view = view
         self.dataset: TeachDataset | None = None
         self.plan: _Plan | None = None
         self.tap: ClipTap | None = None
@@ -93,13 +136,12 @@ class TeachController(QObject):
         p.cut_requested.connect(self.cut)
         p.train_requested.connect(self.train)
         p.cancel_requested.connect(self.cancel_training)
-        main.window.teach_shown.connect(self.ensure_dataset)
 
     # -- data set and labels -------------------------------------------------------------------------
     def ensure_dataset(self) -> TeachDataset | None:
         """The open data set; the remembered folder is opened (or created) the first time it is needed."""
         if self.dataset is None:
-            self.open_dataset(self.main.settings.teach_dataset)
+            self.open_dataset(self.host.teach_folder())
         return self.dataset
 
     def open_dataset(self, folder: str) -> None:
@@ -112,8 +154,7 @@ class TeachController(QObject):
         self._stop_plan()
         self.dataset = dataset
         self.session_id = None
-        self.main.settings.teach_dataset = folder
-        self.main.save_settings()
+        self.host.remember_teach_folder(folder)
         self.panel.show_message(f"Data set: {folder}")
         self.refresh()
 
@@ -177,7 +218,7 @@ class TeachController(QObject):
     def play_clip(self, path: str) -> None:
         """Open the clip as the source (it plays once with the current model)."""
         if self.dataset is not None:
-            self.main.start(source=str(self.dataset.root / path))
+            self.host.play(str(self.dataset.root / path))
 
     # -- recording -----------------------------------------------------------------------------------
     @property
@@ -189,7 +230,7 @@ class TeachController(QObject):
             self._stop_plan()
             self.panel.show_message("Recording stopped")
             return
-        self.main.window.show_teach()
+        self.host.show_teach()
         dataset = self.ensure_dataset()
         label = self.panel.current_label()
         if dataset is None:
@@ -197,7 +238,7 @@ class TeachController(QObject):
         if label is None:
             self.panel.show_message("Add a label (or select one) first", error=True)
             return
-        if self.main.worker is None or self.main.status not in ("live", "stalled"):
+        if self.host.stream_status() not in ("live", "stalled"):
             self.panel.show_message("Start a stream first: clips are recorded from the video shown", error=True)
             return
         if self.session_id is None:
@@ -226,15 +267,15 @@ class TeachController(QObject):
             self._begin_clip()
 
     def _begin_clip(self) -> None:
-        worker, plan = self.main.worker, self.plan
-        if worker is None or self.dataset is None:
+        plan = self.plan
+        if self.host.stream_status() is None or self.dataset is None:
             self._stop_plan()
             self.panel.show_message("The stream stopped before recording could start", error=True)
             return
-        fps = worker.source_fps or self.main.meter.fps or FALLBACK_FPS
+        fps = self.host.frame_rate() or FALLBACK_FPS
         try:
             recorder = ClipRecorder(
-                self.dataset, plan.label, fps=fps, source=redact(worker.spec.source), session=self.session_id
+                self.dataset, plan.label, fps=fps, source=redact(self.host.source()), session=self.session_id
             )
         except DcrnError as exc:
             self._stop_plan()
@@ -247,7 +288,7 @@ class TeachController(QObject):
         self._clip_started = time.monotonic()
         self.view.set_recording(Recording(plan.label, length_s=plan.seconds))
         self.overdue.start(int((plan.seconds + OVERDUE_S) * 1000))
-        worker.set_tap(self.tap)
+        self.host.set_frame_tap(self.tap)
         log.info("recording %.1f s of %s at %.1f fps", plan.seconds, plan.label, fps)
 
     def _show_elapsed(self, seconds: float) -> None:
@@ -261,8 +302,7 @@ class TeachController(QObject):
         if tap is None:
             return
         self.tap, self.recorder = None, None
-        if self.main.worker is not None:
-            self.main.worker.set_tap(None)
+        self.host.set_frame_tap(None)
         written = tap.close()
         tap.deleteLater()
         keep = written >= tap.frames or recorder.seconds >= MIN_KEEP_S  # a clip cut short: kept when long enough
@@ -275,7 +315,7 @@ class TeachController(QObject):
         if self.plan is None:
             return
         self.plan.remaining -= 1
-        if self.plan.remaining > 0 and self.main.worker is not None:
+        if self.plan.remaining > 0 and self.host.stream_status() is not None:
             self._start_countdown()
         else:
             self._stop_plan()
@@ -296,7 +336,7 @@ class TeachController(QObject):
         self.refresh()
         seconds = info.frames / info.fps if info.fps else 0.0
         self.panel.show_message(f"Saved {info.path} ({seconds:.1f} s)")
-        self.main.add_event("clip_recorded", f"{info.label}: {info.path}")
+        self.host.add_event("clip_recorded", f"{info.label}: {info.path}")
 
     # -- cutting from a file -------------------------------------------------------------------------
     def mark_in(self) -> None:
@@ -306,10 +346,10 @@ class TeachController(QObject):
         self._mark(1)
 
     def _mark(self, which: int) -> None:
-        if not is_file_source(self.main.settings.source) or self.last_pts is None:
+        if not is_file_source(self.host.source()) or self.last_pts is None:
             self.panel.show_message("In and out points are marked on a video file playing as the source", error=True)
             return
-        self.main.window.show_teach()
+        self.host.show_teach()
         marks = list(self.panel.marks())
         marks[which] = self.last_pts
         if which == 0 and marks[1] <= marks[0]:
@@ -318,7 +358,7 @@ class TeachController(QObject):
 
     def cut(self) -> None:
         dataset = self._editable()
-        source = self.main.settings.source
+        source = self.host.source()
         label = self.panel.current_label()
         if dataset is None:
             return
@@ -386,7 +426,7 @@ class TeachController(QObject):
         )
         accuracy = "" if report.cv_accuracy is None else f", cross-validated accuracy {report.cv_accuracy:.0%}"
         self.panel.show_message(f"Model saved: {_display_path(report.out)}{accuracy}")
-        self.main.use_model(str(report.out))
+        self.host.use_model(str(report.out))
 
     def _train_failed(self, message: str) -> None:
         cancelled = self.train_job is not None and self.train_job.cancel_event.is_set()

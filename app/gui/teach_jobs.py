@@ -1,7 +1,7 @@
 """The Teach panel's work off the GUI thread: recording taps, finishing and cutting clips, training.
 
-Besides :mod:`.worker`, the only GUI module that touches the engine and the training code. Everything it
-learns reaches the GUI thread through Qt signals (queued across threads):
+It reaches the engine through :mod:`.worker` (the GUI's one bridge to it) and calls the training code.
+Everything it learns reaches the GUI thread through Qt signals (queued across threads):
 
 - :class:`ClipTap` runs on the engine thread: it hands each frame the engine steps to a
   :class:`~dcrn.engine.recorder.ClipRecorder` (whose own writer thread encodes), until the clip is long
@@ -19,11 +19,10 @@ from pathlib import Path
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from dcrn.engine.frames import Frame
-from dcrn.engine.recorder import MIN_KEEP_S, ClipRecorder, record_clips
-from dcrn.engine.redact import redact
 from dcrn.models.errors import DcrnError
 from dcrn.models.teach_data import ClipInfo, TeachDataset
+
+from .worker import MIN_KEEP_S, ClipRecorder, Frame, record_clips, redact
 
 __all__ = ["MIN_KEEP_S", "ClipRecorder", "ClipTap", "Job", "cut_clip", "finish_clip", "train_model"]
 

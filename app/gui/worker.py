@@ -1,4 +1,4 @@
-"""The bridge between the streaming engine and the window: the only GUI module that imports the engine.
+"""The bridge between the streaming engine and the window: the only GUI module that imports ``dcrn.engine``.
 
 :class:`EngineWorker` builds a :class:`~dcrn.engine.pipeline.Pipeline` and runs it in a plain thread.
 Everything it learns reaches the GUI thread only through Qt signals (queued across threads):
@@ -10,6 +10,12 @@ Everything it learns reaches the GUI thread only through Qt signals (queued acro
 - ``failed(str)`` -- the pipeline could not start or stopped with an error (credentials redacted).
 - ``swap_failed(str)`` -- :meth:`EngineWorker.swap_model` could not load the new model; the old one runs on.
 - ``finished()`` -- the engine thread has ended.
+
+The other engine names the GUI needs pass through here as well, so this module's ``__all__`` is the whole
+engine surface the window depends on: ``redact`` (credential-free text), ``Frame`` and the clip recording
+of the Teach panel (``ClipRecorder``, ``record_clips``, ``MIN_KEEP_S``; run off the GUI thread by
+:mod:`.teach_jobs`), and ``probe_cameras`` (run off the GUI thread by :mod:`.cameras`). Other GUI modules
+import these from here, never from the engine (tests/app/test_gui_boundary.py checks it).
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from PyQt6.QtGui import QImage
 from dcrn.engine.frames import Frame
 from dcrn.engine.pipeline import Pipeline, PipelineConfig
 from dcrn.engine.postprocess import PostprocessConfig
+from dcrn.engine.recorder import MIN_KEEP_S, ClipRecorder, record_clips
 from dcrn.engine.redact import redact
+from dcrn.engine.sources.camera import probe_cameras
 from dcrn.models.errors import DcrnError
 
 log = logging.getLogger(__name__)
@@ -38,7 +46,18 @@ STATS_INTERVAL_S = 1.0  # the window shows fresh fps / latency figures every sec
 TOP_K = 5  # probability bars
 SWAP_WAIT_S = 30.0  # swap_model on a stream still starting waits this long for it to run
 
-__all__ = ["EngineWorker", "SessionSpec", "Shown", "redact"]
+__all__ = [
+    "MIN_KEEP_S",
+    "ClipRecorder",
+    "EngineWorker",
+    "Frame",
+    "SessionSpec",
+    "Shown",
+    "probe_cameras",
+    "record_clips",
+    "redact",
+    "redact_text",
+]
 
 
 @dataclass(frozen=True)
@@ -203,9 +222,9 @@ class EngineWorker(QObject):
     def _source_opened(self) -> None:
         with self._lock:
             pipeline = self._pipeline
-        source = pipeline.streams[0].source if pipeline is not None and pipeline.streams else None
-        self._labels = tuple(source.labels or ()) if source is not None else ()
-        self.source_fps = source.fps if source is not None else None
+        info = pipeline.source_info() if pipeline is not None else None
+        self._labels = info.labels if info is not None else ()
+        self.source_fps = info.fps if info is not None else None
 
     def _on_record(self, record: dict) -> None:
         if record.get("type") != "prediction":

@@ -1,7 +1,8 @@
-"""Local cameras by index (V4L2 on Linux)."""
+"""Local cameras by index (V4L2 on Linux): the source, and which indices exist."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,10 @@ import cv2
 
 from dcrn.engine.errors import SourceError, SourceNotFound
 from dcrn.engine.sources.base import Read, Source, SourceOptions, bgr_to_rgb
+
+log = logging.getLogger(__name__)
+
+MAX_INDEX = 4  # probe_cameras tries indices 0..MAX_INDEX-1
 
 
 class CameraSource(Source):
@@ -57,3 +62,34 @@ class CameraSource(Source):
             self._cap.release()
             self._cap = None
         self._pending = None
+
+
+def probe_cameras(max_index: int = MAX_INDEX, *, in_use: frozenset[int] = frozenset()) -> list[int]:
+    """Camera indices that can be opened, found quickly and without OpenCV's console noise.
+
+    On Linux a missing /dev/videoN is ruled out without opening. Cameras in ``in_use`` are listed without
+    being opened (a second open may fail or disturb the stream).
+    """
+    if sys.platform.startswith("linux"):
+        candidates = [i for i in range(max_index) if Path(f"/dev/video{i}").exists()]
+    else:
+        candidates = list(range(max_index))
+    found = sorted(i for i in in_use if i in candidates)
+    candidates = [i for i in candidates if i not in in_use]
+    if not candidates:
+        return found
+    quiet = cv2.utils.logging
+    previous = quiet.getLogLevel()
+    quiet.setLogLevel(quiet.LOG_LEVEL_SILENT)  # no warning per index that is not a camera
+    try:
+        for index in candidates:
+            capture = cv2.VideoCapture(index)
+            try:
+                if capture.isOpened():
+                    found.append(index)
+            finally:
+                capture.release()
+    finally:
+        quiet.setLogLevel(previous)
+    log.debug("cameras found: %s", found)
+    return sorted(found)
