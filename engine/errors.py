@@ -35,3 +35,8 @@ class BackendUnavailable(DcrnError, RuntimeError):
 
 class SinkError(DcrnError, OSError):
     """A sink spec is malformed or its file cannot be written."""
+
+
+class ClusterError(DcrnError, RuntimeError):
+    """``--cluster``: the cluster cannot be reached or joined, has no node for a stream, a stream failed to
+    start there, or the cluster was lost."""

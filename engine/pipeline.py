@@ -12,7 +12,8 @@ sources stay open, every stream's state starts afresh and a ``model_changed`` ev
 
 ``run()`` returns when every source has ended, ``stop()`` was called, or a limit was reached. It always
 stops and joins the capture threads, finishes the frames already queued, ends running actions, writes
-final stats and closes every sink (try/finally), also when it raises.
+final stats and closes every sink, also when it raises: the loop, its deadline and stats timer and that
+shutdown path are :mod:`dcrn.engine.run.loop`'s, shared with the cluster driver.
 """
 
 from __future__ import annotations
@@ -22,75 +23,34 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from dcrn.engine.backends.choice import Backend, BackendChoice, choose_backend, open_backend
 from dcrn.engine.backends.quantize import calibration_for
-from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, Frame, StreamEvent
-from dcrn.engine.postprocess import PostprocessConfig, StreamPostprocessor
+from dcrn.engine.evidence.recorder import EvidenceRecorder
+from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, Frame, Roi, StreamEvent
+from dcrn.engine.postprocess import StreamPostprocessor
 from dcrn.engine.preprocess import Preprocessor
 from dcrn.engine.redact import redact
 from dcrn.engine.ring.frame_ring import FrameRing, RingFrame
-from dcrn.engine.sinks import Sink
+from dcrn.engine.run.config import DTYPES, PipelineConfig
+from dcrn.engine.run.loop import RunLoop, SinkSet
+from dcrn.engine.run.records import event_record, model_changed_record
+from dcrn.engine.sinks.base import Sink
 from dcrn.engine.slots import StateSlots
-from dcrn.engine.sources.base import Source, SourceOptions
+from dcrn.engine.sources.base import Source, SourceInfo, SourceOptions
 from dcrn.engine.sources.capture import Capture
 from dcrn.engine.sources.factory import open_sources, unique_name
 from dcrn.engine.stats import StreamStats, log_line, total_line
 from dcrn.models.checkpoint import load_checkpoint
 from dcrn.models.dcrn import DCRN
-from dcrn.models.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16}
 RESTORED_WAIT_S = 0.2  # how long the first frame after a reconnect waits for its stream_restored event
 POLL_S = 0.05  # longest wait for a frame before limits, stop and capture events are looked at again
-
-
-@dataclass
-class PipelineConfig:
-    sources: list[str]  # source URIs (camera index, rtsp://, http(s)://, file, synthetic:)
-    model: str = "default"  # checkpoint path or shipped model name
-    backend: str = "torch"  # torch, onnxruntime, openvino, tensorrt or auto (engine.backends.choose_backend)
-    device: str = "cpu"  # cpu, cuda[:N] or auto (the GPU when there is one and the backend runs there)
-    int8: bool = False  # the encoder in INT8 on the CPU (onnxruntime; engine.quantize), calibrated on training clips
-    calibration: str | None = None  # data folder of those clips (None: the one the checkpoint was trained on)
-    dtype: str = "float32"  # float32, or float16 (GPU backends)
-    max_frames: int | None = None  # stop each stream after this many frames (None: no limit)
-    duration_s: float | None = None  # stop after this many seconds of streaming (None: no limit)
-    pace: bool = True  # files and synthetic at their own frame rate; False: files as fast as the model, no drops
-    loop: bool = False  # files: start again at the end (a discontinuity: the state resets)
-    timeout_s: float = 10.0  # open timeout of network sources (connect to first frame)
-    stall_s: float = 3.0  # network sources: no frame for this long and the stream is lost (then reopened)
-    stats_interval_s: float = 5.0  # stats records and log line every this many seconds (0: only at the end)
-    ring_capacity: int = 4  # frame slots per source; the newest frames win when the model falls behind
-    max_gap_s: float | None = 2.0  # a jump in a stream's pts larger than this resets its state
-    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)  # smoothing, thresholds, events
-    include_logits: bool = False  # put raw logits into prediction records for every sink
-    cache_dir: str | None = None  # exported graphs / engines (default ~/.cache/dcrn or $DCRN_CACHE_DIR)
-    backoff_s: tuple[float, float] = (0.5, 8.0)  # reconnect delay of lost live sources: first, cap
-    names: list[str] | None = None  # stream names, one per source (default: each source's own name)
-    threads: int = 0  # CPU threads for torch (process-wide), onnxruntime and openvino; 0 = the libraries' default
-
-    def __post_init__(self) -> None:
-        self.sources = [str(s) for s in self.sources]
-        if not self.sources:
-            raise ConfigError("at least one source is needed")
-        if self.names is not None and len(self.names) != len(self.sources):
-            raise ConfigError(f"names must give one name per source, got {len(self.names)} for {len(self.sources)}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ConfigError(f"max_frames must be >= 1, got {self.max_frames}")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise ConfigError(f"duration must be positive, got {self.duration_s}")
-        if self.stall_s <= 0:
-            raise ConfigError(f"stall_s must be positive, got {self.stall_s}")
-        if self.timeout_s <= 0 or self.stats_interval_s < 0 or self.ring_capacity < 1 or self.threads < 0:
-            raise ConfigError("timeout_s must be > 0, stats_interval_s >= 0, ring_capacity >= 1 and threads >= 0")
 
 
 @dataclass(eq=False)
@@ -107,6 +67,7 @@ class _Stream:
     lost: bool = False  # stream_lost was written and stream_restored not yet
     ended: StreamEvent | None = None  # stream_ended, written once the ring is drained
     last: tuple[int, float] = (0, 0.0)  # (seq, pts) of the last frame stepped
+    roi: Roi | None = None  # the part of the picture the model sees (None: all of it)
 
 
 class Pipeline:
@@ -126,7 +87,7 @@ class Pipeline:
         on_record: Callable[[dict], None] | None = None,
     ) -> None:
         self.config = config
-        self.sinks = list(sinks)
+        self.sinks = SinkSet(sinks, log=log)
         self.on_frame = on_frame
         self.on_record = on_record
         self.model, self.meta = load_checkpoint(config.model)
@@ -135,14 +96,16 @@ class Pipeline:
         self.streams: list[_Stream] = []
         self.backend: Backend | None = None
         self.choice: BackendChoice | None = None  # the backend that runs (config.backend "auto" resolved)
-        self._stop_requested = False
-        self._wake = threading.Event()  # set by every ring put, capture event and stop()
+        self._runloop = RunLoop(
+            duration_s=config.duration_s, stats_interval_s=config.stats_interval_s, poll_s=POLL_S, log=log
+        )
+        self._wake = self._runloop.wake  # set by every ring put, capture event and stop()
         self._events: queue.Queue[StreamEvent] = queue.Queue(maxsize=10_000)
-        self._include_logits = config.include_logits or any(getattr(s, "include_logits", False) for s in self.sinks)
+        self._include_logits = config.include_logits or self.sinks.include_logits
         self._started = False
         self._streaming = False  # captures were started: shutdown finishes queued frames and writes final stats
-        self._last_stats = 0.0
         self._callback_failed = False
+        self.evidence: EvidenceRecorder | None = None  # clips and snapshots of actions (config.evidence_dir)
         self._swap_lock = threading.Lock()
         # set by swap_model, applied by the loop between two batches
         self._pending_swap: tuple[DCRN, dict, Backend, BackendChoice] | None = None
@@ -151,12 +114,17 @@ class Pipeline:
     def stats(self) -> dict[str, StreamStats]:
         return {s.name: s.stats for s in self.streams}
 
+    def source_info(self, stream: int = 0) -> SourceInfo | None:
+        """Frame rate and ground-truth labels of the ``stream``-th source; None until it is open."""
+        streams = self.streams
+        if not 0 <= stream < len(streams):
+            return None
+        source = streams[stream].source
+        return SourceInfo(source.fps, tuple(source.labels or ()))
+
     def stop(self) -> None:
         """Ask ``run`` to finish; returns at once. Safe from any thread and from a signal handler."""
-        self._stop_requested = True
-        # Event.set takes a lock that the interrupted main thread may hold inside Event.wait: set it from a
-        # short helper thread, so a signal handler never blocks on it.
-        threading.Thread(target=self._wake.set, name="dcrn-stop", daemon=True).start()
+        self._runloop.stop()
 
     def swap_model(self, model: str) -> None:
         """Run every stream on checkpoint ``model`` from the next batch on, without reopening a source.
@@ -206,21 +174,7 @@ class Pipeline:
             if stream.capture is not None and stream.capture.resize_to is not None:
                 stream.capture.resize_to = self.model.config.input_size  # capture threads resize for this model
             seq, pts = stream.last
-            self._write(
-                {
-                    "type": "event",
-                    "event": "model_changed",
-                    "stream": stream.name,
-                    "frame": seq,
-                    "pts": round(pts, 4),
-                    "wall": round(time.time(), 4),
-                    "label": None,
-                    "score": None,
-                    "detail": f"{path}: {', '.join(self.labels)}",
-                    "model": path,
-                    "labels": list(self.labels),
-                }
-            )
+            self._write(model_changed_record(stream.name, seq, pts, path, self.labels))
         if old is not None:
             old.close()
         self._flush()
@@ -233,8 +187,13 @@ class Pipeline:
             raise RuntimeError("a Pipeline runs once; build a new one to run again")
         self._started = True
         config = self.config
-        try:
-            self._open_sinks()
+        shutdown = self._runloop.shutting_down(
+            self.sinks, finish=self._finish_run, release=self._release, what="the pipeline"
+        )
+        with shutdown:
+            self.sinks.open()
+            if config.evidence_dir is not None:
+                self.evidence = EvidenceRecorder(config.evidence_dir, config.evidence)
             if config.threads > 0:
                 torch.set_num_threads(config.threads)
             int8 = calibration_for(self.meta, config.calibration) if config.int8 else None
@@ -269,21 +228,17 @@ class Pipeline:
             self._streaming = True
             for stream in self.streams:
                 stream.capture.start()
-            self._loop()
-        except BaseException:
-            self._shutdown(raising=True)
-            raise
-        self._shutdown(raising=False)
-
-    def _open_sinks(self) -> None:
-        for sink in self.sinks:
-            sink.open()
+            done = "every source has ended or reached its frame limit"
+            self._runloop.run(
+                self._turn, done=lambda: all(s.finished for s in self.streams), done_note=done, stats=self._stats
+            )
 
     def _open_streams(self, device: torch.device) -> None:
         config = self.config
         options = SourceOptions(timeout_s=config.timeout_s, stall_s=config.stall_s, pace=config.pace, loop=config.loop)
         ring_device = device if device.type == "cuda" else "cpu"
-        for source in open_sources(config.sources, names=config.names, options=options):  # all at once
+        sources = open_sources(config.sources, names=config.names, options=options)  # all at once
+        for source, roi in zip(sources, config.rois or [None] * len(sources), strict=True):
             source.name = unique_name(source.name, {s.name for s in self.streams})
             # A file read as fast as possible is offline analysis: every frame, at the model's speed.
             lossless = not (source.is_live or config.pace)
@@ -295,33 +250,22 @@ class Pipeline:
                 capture=None,
                 post=StreamPostprocessor(self.labels, config.postprocess),
                 stats=StreamStats(source.name),
+                roi=roi,
             )
-            self.streams.append(stream)  # before Capture: _shutdown closes the source if anything fails
+            self.streams.append(stream)  # before Capture: _finish_run closes the source if anything fails
             resize_to = self.model.config.input_size if ring.device.type == "cpu" else None  # off this thread
             stream.capture = Capture(
-                source, ring, on_event=self._on_event, backoff_s=config.backoff_s, resize_to=resize_to
+                source, ring, on_event=self._on_event, backoff_s=config.backoff_s, resize_to=resize_to, roi=roi
             )
 
-    def _loop(self) -> None:
-        config = self.config
-        deadline = None if config.duration_s is None else time.monotonic() + config.duration_s
-        self._last_stats = time.monotonic()
-        while not self._stop_requested:
-            self._wake.clear()
-            self._apply_swap()
-            self._handle_events()
-            batch = self._collect()
-            if batch:
-                self._process(batch)
-            if all(s.finished for s in self.streams):
-                log.info("every source has ended or reached its frame limit")
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                log.info("duration of %.1f s reached", config.duration_s)
-                break
-            self._maybe_stats()
-            if not batch:
-                self._wake.wait(POLL_S)
+    def _turn(self) -> bool:
+        """One turn of the run loop: a waiting model swap, capture events, then one batch; whether it had frames."""
+        self._apply_swap()
+        self._handle_events()
+        batch = self._collect()
+        if batch:
+            self._process(batch)
+        return bool(batch)
 
     def _collect(self) -> list[tuple[_Stream, RingFrame]]:
         """At most one ready frame per stream; streams whose ring is closed and drained finish here."""
@@ -357,7 +301,7 @@ class Pipeline:
                 else:
                     records.append([])
             t0 = time.monotonic()
-            frames = self.preprocess([self._model_input(item) for _, item in batch])  # (B, 3, S, S) on the device
+            frames = self.preprocess([self._model_input(s, item) for s, item in batch])  # (B, 3, S, S) on the device
             t1 = time.monotonic()
             logits = self.slots.step([s.name for s, _ in batch], frames)  # (B, C)
             logits = logits.float().cpu()  # (B, C); also the point where a GPU step has finished
@@ -369,6 +313,8 @@ class Pipeline:
                 prediction["latency_ms"] = round((done - frame.captured) * 1000.0, 3)
                 for record in (*records[index], prediction, *events):
                     self._write(record)
+                if self.evidence is not None:
+                    self.evidence.frame(frame.stream, frame.image, frame.pts, frame.wall)
                 written = time.monotonic()
                 stream.frames += 1
                 stream.last = (frame.seq, frame.pts)
@@ -390,12 +336,13 @@ class Pipeline:
                 item.release()
             self._flush()
 
-    def _model_input(self, item: RingFrame) -> torch.Tensor:
-        """The frame resized on its capture thread when that matches the model, else the ring's tensor."""
+    def _model_input(self, stream: _Stream, item: RingFrame) -> torch.Tensor:
+        """The frame resized (and cropped) on its capture thread when that matches the model, else the ring's
+        tensor, cropped to the stream's region of interest."""
         small = item.frame.small
         if small is not None and small.shape[0] == self.preprocess.input_size:
             return torch.from_numpy(small)
-        return item.tensor
+        return item.tensor if stream.roi is None else stream.roi.crop(item.tensor)
 
     def _finish(self, stream: _Stream) -> None:
         """No more frames from this stream: end its running action, write its stream_ended."""
@@ -451,8 +398,9 @@ class Pipeline:
     # -- output --------------------------------------------------------------------------------------
 
     def _write(self, record: dict) -> None:
-        for sink in self.sinks:
-            sink.write(record)
+        if self.evidence is not None:  # action events name the clip and snapshot they will have
+            record = self.evidence.record(record)
+        self.sinks.write(record)
         if self.on_record is not None:
             try:
                 self.on_record(record)
@@ -460,8 +408,7 @@ class Pipeline:
                 self._callback_error("on_record")
 
     def _flush(self) -> None:
-        for sink in self.sinks:
-            sink.flush()
+        self.sinks.flush()
 
     def _call_on_frame(self, frame: Frame, prediction: dict) -> None:
         if self.on_frame is not None:
@@ -475,12 +422,8 @@ class Pipeline:
             self._callback_failed = True
             log.exception("%s callback failed (further failures are not logged)", name)
 
-    def _maybe_stats(self, force: bool = False) -> None:
-        interval = self.config.stats_interval_s
-        now = time.monotonic()
-        if not force and (interval <= 0 or now - self._last_stats < interval):
-            return
-        self._last_stats = now
+    def _stats(self) -> None:
+        """A stats record and log line per stream (every stats interval, and at the end)."""
         records = []
         for stream in self.streams:
             stream.stats.dropped = stream.ring.dropped + stream.discarded
@@ -496,50 +439,45 @@ class Pipeline:
 
     # -- shutdown ------------------------------------------------------------------------------------
 
-    def _shutdown(self, raising: bool) -> None:
-        """Stop and join captures, finish queued frames, end actions, final stats, close every sink."""
-        errors: list[BaseException] = []
-        quiet = logging.DEBUG if raising else logging.ERROR  # while raising, later errors are its echoes
+    def _finish_run(self) -> None:
+        """Stop and join captures, finish queued frames, end actions, final stats (then the sinks close);
+        clips still open end complete, also when finishing fails."""
         try:
-            for stream in self.streams:
-                if stream.capture is not None:
-                    stream.capture.stop()  # also releases a put waiting on a lossless ring
-            for stream in self.streams:
-                if stream.capture is not None:
-                    stream.capture.join(self.config.timeout_s + self.config.stall_s + 2.0)
-                if stream.capture is not None and stream.capture.alive:
-                    log.warning("%s: capture thread did not stop in time", stream.name)
-                else:
-                    stream.source.close()  # closed already when its capture ran; not when it never started
-            if self._streaming:
-                self._drain()
-                self._handle_events()
-                for stream in self.streams:
-                    if not stream.finished:
-                        self._finish(stream)
-                    elif stream.post.active is not None:
-                        for record in stream.post.reset():
-                            self._write(record)
-                self._maybe_stats(force=True)
-        except BaseException as exc:  # keep closing; re-raised below unless run() already raises
-            errors.append(exc)
-            log.log(quiet, "error while stopping the pipeline: %s", exc)
-            log.debug("while stopping", exc_info=True)
+            self._finish_streams()
         finally:
-            for sink in self.sinks:
-                try:
-                    sink.close()
-                except Exception as exc:
-                    errors.append(exc)
-                    log.log(quiet, "closing %r failed: %s", sink, exc)
-            if self.backend is not None:
-                self.backend.close()
-            with self._swap_lock:
-                pending, self._pending_swap = self._pending_swap, None
-            if pending is not None:  # a swap that came too late
-                pending[2].close()
-        if errors and not raising:
-            raise errors[0]
+            if self.evidence is not None:
+                self.evidence.close()
+
+    def _finish_streams(self) -> None:
+        for stream in self.streams:
+            if stream.capture is not None:
+                stream.capture.stop()  # also releases a put waiting on a lossless ring
+        for stream in self.streams:
+            if stream.capture is not None:
+                stream.capture.join(self.config.timeout_s + self.config.stall_s + 2.0)
+            if stream.capture is not None and stream.capture.alive:
+                log.warning("%s: capture thread did not stop in time", stream.name)
+            else:
+                stream.source.close()  # closed already when its capture ran; not when it never started
+        if self._streaming:
+            self._drain()
+            self._handle_events()
+            for stream in self.streams:
+                if not stream.finished:
+                    self._finish(stream)
+                elif stream.post.active is not None:
+                    for record in stream.post.reset():
+                        self._write(record)
+            self._stats()
+
+    def _release(self) -> None:
+        """The backends, also one a swap brought too late (after the sinks closed)."""
+        if self.backend is not None:
+            self.backend.close()
+        with self._swap_lock:
+            pending, self._pending_swap = self._pending_swap, None
+        if pending is not None:
+            pending[2].close()
 
     def _drain(self) -> None:
         """Step the frames still queued in the rings (the captures have stopped), up to each stream's limit."""
@@ -557,19 +495,3 @@ class Pipeline:
             if not batch:
                 return
             self._process(batch)
-
-
-def event_record(event: StreamEvent) -> dict:
-    record = {
-        "type": "event",
-        "event": event.event,
-        "stream": event.stream,
-        "frame": event.frame,
-        "pts": round(event.pts, 4),
-        "wall": round(event.wall, 4),
-        "label": None,
-        "score": None,
-    }
-    if event.detail:
-        record["detail"] = event.detail
-    return record

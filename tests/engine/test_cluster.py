@@ -1,7 +1,7 @@
 """``dcrn run --cluster``: streams spread over a real Ray cluster, and moved when a node dies.
 
 The multi-node test starts a real cluster on this machine (a head and two worker nodes, each its own
-raylet with one Ray CPU and one core: tests/cluster_fixture.py) and 8 RTSP sessions of the real test
+raylet with one Ray CPU and one core: tests/fixtures/cluster.py) and 8 RTSP sessions of the real test
 camera, with a password in the URL, all on 127.0.0.1.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from dcrn.engine.cluster.driver import ClusterRun, Pin
+from dcrn.engine.cluster.driver import ClusterRun
+from dcrn.engine.cluster.placement import NodeHost, NodeInfo, Pin
 from dcrn.engine.pipeline import PipelineConfig
 from dcrn.models.errors import ConfigError
 
@@ -45,8 +46,6 @@ def test_pin_selectors():
     pin = Pin.parse("gate-*=ip:10.0.1.0/24")
     assert (pin.pattern, pin.kind, pin.value) == ("gate-*", "ip", "10.0.1.0/24")
     assert pin.applies("gate-3") and not pin.applies("yard")
-    from dcrn.engine.cluster.driver import NodeInfo
-
     inside = NodeInfo("aa11", "10.0.1.7", {"CPU": 4.0})
     outside = NodeInfo("bb22", "10.0.2.7", {"CPU": 4.0, "GPU": 1.0})
     assert pin.allows(inside) and not pin.allows(outside)
@@ -67,61 +66,56 @@ def test_streams_are_named_as_on_one_box_and_pins_must_match_one():
         ClusterRun(PipelineConfig(sources=uris), pins=[Pin.parse("yard=resource:GPU")])
 
 
-def placement_run(nodes, sources=4, pins=()):
-    """A ClusterRun that knows ``nodes`` (no Ray: placement is plain arithmetic on what hosts measured)."""
-    from dcrn.engine.cluster.driver import _Host
-
+def placement_with(nodes, sources=4, pins=()):
+    """A ClusterRun's placement that knows ``nodes`` (no Ray: plain arithmetic on what hosts measured)."""
     run = ClusterRun(PipelineConfig(sources=[f"synthetic:?seed={k}" for k in range(sources)]), pins=pins)
-    run.nodes = {n.node_id: n for n in nodes}
+    placement = run.placement
+    placement.nodes = {n.node_id: n for n in nodes}
     for node in nodes:
-        run.hosts[node.node_id] = _Host(node, actor=None, created=0.0)
-    return run
+        placement.hosts[node.node_id] = NodeHost(node, actor=None, created=0.0)
+    return placement
 
 
-def put(run, stream, node_id, at):
-    stream.host, stream.placed_at = run.hosts[node_id], at
+def put(placement, stream, node_id, at):
+    stream.host, stream.placed_at = placement.hosts[node_id], at
 
 
 def test_placement_goes_by_measured_load_per_cpu():
-    from dcrn.engine.cluster.driver import NodeInfo
-
     small, big = NodeInfo("a" * 8, "10.0.0.1", {"CPU": 1.0}), NodeInfo("b" * 8, "10.0.0.2", {"CPU": 2.0})
-    run = placement_run([small, big])
-    first, second, third, fourth = run.streams
+    placement = placement_with([small, big])
+    first, second, third, fourth = placement.streams
     # Nothing measured: every stream counts the same, per CPU of its node.
-    assert run._choose(first) is big  # both empty: the larger node has more room
-    put(run, first, big.node_id, at=0.0)
-    assert run._choose(second) is small  # 0 against 0.5 stream per CPU
-    put(run, second, small.node_id, at=0.0)
-    assert run._choose(third) is big  # 1 stream per CPU against 0.5
-    put(run, third, big.node_id, at=0.0)
-    assert run._load(small) == run._load(big)  # 1 stream per CPU each
+    assert placement.choose(first) is big  # both empty: the larger node has more room
+    put(placement, first, big.node_id, at=0.0)
+    assert placement.choose(second) is small  # 0 against 0.5 stream per CPU
+    put(placement, second, small.node_id, at=0.0)
+    assert placement.choose(third) is big  # 1 stream per CPU against 0.5
+    put(placement, third, big.node_id, at=0.0)
+    assert placement.load(small) == placement.load(big)  # 1 stream per CPU each
     # Measured: the small node's stream turns out cheap, the big node's two expensive.
-    run.hosts[small.node_id].cores, run.hosts[small.node_id].measured_since = 0.1, 1.0
-    run.hosts[big.node_id].cores, run.hosts[big.node_id].measured_since = 1.6, 1.0
-    assert run._load(small) == pytest.approx(0.1) and run._load(big) == pytest.approx(0.8)
-    assert run._stream_cost() == pytest.approx(0.45)  # median of 0.1 and 0.8 per stream
-    assert run._choose(fourth) is small
+    placement.hosts[small.node_id].cores, placement.hosts[small.node_id].measured_since = 0.1, 1.0
+    placement.hosts[big.node_id].cores, placement.hosts[big.node_id].measured_since = 1.6, 1.0
+    assert placement.load(small) == pytest.approx(0.1) and placement.load(big) == pytest.approx(0.8)
+    assert placement.stream_cost() == pytest.approx(0.45)  # median of 0.1 and 0.8 per stream
+    assert placement.choose(fourth) is small
     # A stream placed after the measurement began counts at the typical cost until it is measured.
-    put(run, fourth, small.node_id, at=5.0)
-    assert run._load(small) == pytest.approx(0.1 + 0.45)
+    put(placement, fourth, small.node_id, at=5.0)
+    assert placement.load(small) == pytest.approx(0.1 + 0.45)
 
 
 def test_placement_keeps_pins_and_avoids_a_node_that_just_lost_streams():
-    from dcrn.engine.cluster.driver import NodeInfo
-
     gpu = NodeInfo("g" * 8, "10.0.1.5", {"CPU": 1.0, "GPU": 1.0})
     plain = NodeInfo("p" * 8, "10.0.2.5", {"CPU": 8.0})
-    run = placement_run([gpu, plain], sources=2, pins=[Pin.parse("synthetic-2=resource:GPU")])
-    free, pinned = run.streams
-    assert run._choose(free) is plain and run._choose(pinned) is gpu
-    put(run, free, plain.node_id, at=0.0)
-    put(run, pinned, gpu.node_id, at=0.0)
-    assert run._choose(pinned) is gpu  # however loaded, it is the only node the pin allows
-    run.suspect[plain.node_id] = time.monotonic()  # streams were just lost there
-    del run.nodes[gpu.node_id]
-    assert run._choose(free) is plain  # suspect, but the only node left: better than none
-    assert run._choose(pinned) is None  # waits for a GPU node
+    placement = placement_with([gpu, plain], sources=2, pins=[Pin.parse("synthetic-2=resource:GPU")])
+    free, pinned = placement.streams
+    assert placement.choose(free) is plain and placement.choose(pinned) is gpu
+    put(placement, free, plain.node_id, at=0.0)
+    put(placement, pinned, gpu.node_id, at=0.0)
+    assert placement.choose(pinned) is gpu  # however loaded, it is the only node the pin allows
+    placement.suspect[plain.node_id] = time.monotonic()  # streams were just lost there
+    del placement.nodes[gpu.node_id]
+    assert placement.choose(free) is plain  # suspect, but the only node left: better than none
+    assert placement.choose(pinned) is None  # waits for a GPU node
 
 
 def test_nobody_at_the_address_is_one_line_and_exit_2(tmp_path):
@@ -210,8 +204,8 @@ def dashboard_text(cluster) -> str:
 @pytest.mark.slow
 @pytest.mark.rtsp
 def test_streams_spread_over_two_nodes_and_move_when_one_dies(tmp_path):
-    from tests.cluster_fixture import LocalCluster
-    from tests.rtsp_fixture import RtspServer, unavailable_reason
+    from tests.fixtures.cluster import LocalCluster
+    from tests.fixtures.rtsp import RtspServer, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
@@ -302,7 +296,7 @@ def test_streams_spread_over_two_nodes_and_move_when_one_dies(tmp_path):
 
 @pytest.mark.slow
 def test_a_lost_head_ends_the_run_with_one_line_and_keeps_what_was_written(tmp_path):
-    from tests.cluster_fixture import LocalCluster
+    from tests.fixtures.cluster import LocalCluster
 
     out = tmp_path / "site.jsonl"
     cluster = LocalCluster(workers=1)
