@@ -14,12 +14,13 @@ import logging
 import os
 import sys
 
+from dcrn.app.argtypes import Parser  # usage errors are one line, like every other error
+from dcrn.models.errors import DcrnError  # no torch: `dcrn --help` imports neither torch nor cv2 nor Qt
+
 # OpenMP threads that spin while idle starve the capture threads on small machines (measured on 2 cores:
 # torch on 2 threads dropped 354 of 604 frames of a 30 fps stream; with passive waiting, none). It must be
-# set before torch loads its OpenMP runtime; a value the user exported wins.
+# set before torch loads its OpenMP runtime (a command's main imports it); a value the user exported wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from dcrn.models.errors import DcrnError  # imports torch: after the OpenMP setting
 
 # name -> one-line help, in the order `dcrn --help` lists them
 COMMANDS = {
@@ -33,12 +34,13 @@ COMMANDS = {
     "export": "export the per-frame step graph to ONNX or a TensorRT engine",
     "bench": "measure step latency, throughput, constant-latency drift and end-to-end delay",
     "synth": "write a synthetic action data set or continuous stream",
+    "config": "check a site config file (cameras, sinks, evidence) for dcrn run --config",
 }
 EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dcrn", description="DCRN Live: real-time action recognition on live video.")
+    parser = Parser(prog="dcrn", description="DCRN Live: real-time action recognition on live video.")
     parser.add_argument(
         "--log-level",
         default="INFO",

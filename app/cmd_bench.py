@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dcrn.app.argtypes import bounded, positive_int, seconds, thread_count, writable_file
+from dcrn.engine.backends.names import AUTO, BACKENDS
+
 log = logging.getLogger(__name__)
 
-BACKEND_NAMES = ("torch", "onnxruntime", "openvino", "tensorrt")  # engine.backends.BACKENDS, without importing torch
-AUTO = "auto"
 INT8 = "onnxruntime-int8"  # the onnxruntime backend with its encoder in INT8
 INIT_MODEL = "init"  # --model init: a freshly initialised seed CNN + GRU (no checkpoint needed)
 
@@ -35,11 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"checkpoint path or shipped model name (default: default); '{INIT_MODEL}' for a freshly "
         "initialised seed CNN + GRU at --input-size",
     )
-    parser.add_argument("--input-size", type=int, default=112, help=f"frame size of --model {INIT_MODEL}")
+    parser.add_argument(
+        "--input-size",
+        type=bounded(int, 16, 1024, name="input_size"),
+        default=112,
+        help=f"frame size of --model {INIT_MODEL}",
+    )
     parser.add_argument(
         "--backend",
         action="append",
-        choices=(AUTO, *BACKEND_NAMES, INT8),
+        choices=(AUTO, *BACKENDS, INT8),
         help="backend to measure (repeatable; default: all, unavailable ones are reported as such; "
         "auto: the one dcrn run picks by default here)",
     )
@@ -56,16 +62,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--int8: clips to calibrate on (default: the folder the model was trained on)",
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="CPU threads of the step, throughput, window and drift runs (default: 1)"
+        "--threads",
+        type=thread_count,
+        default=1,
+        help="CPU threads of the step, throughput, window and drift runs (default: 1)",
     )
     parser.add_argument(
         "--e2e-threads", default="1,2", help="CPU thread counts of the end-to-end runs, comma-separated (default: 1,2)"
     )
-    parser.add_argument("--e2e-seconds", type=float, help="length of each end-to-end run (default: 20, quick: 6)")
-    parser.add_argument("--stream-frames", type=int, help="length of the constant-latency stream (default: 100,000)")
+    parser.add_argument("--e2e-seconds", type=seconds, help="length of each end-to-end run (default: 20, quick: 6)")
+    parser.add_argument(
+        "--stream-frames", type=positive_int, help="length of the constant-latency stream (default: 100,000)"
+    )
     parser.add_argument("--batches", default="1,4,16,64", help="throughput batch sizes (default: 1,4,16,64)")
     parser.add_argument("--quick", action="store_true", help="the short run: a 10,000-frame stream, about 2 minutes")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--json", type=writable_file, metavar="PATH", help="also write the results as JSON to PATH")
 
 
 @dataclass
@@ -96,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
         plan, model_info = _plan(args, Path(folder))
         default = choose_backend(AUTO, AUTO if args.device == AUTO else plan.device, dtype=plan.dtype)
         log.info("the default backend here: %s", default.describe())
-        names = [default.name if name == AUTO else name for name in args.backend or BACKEND_NAMES]
+        names = [default.name if name == AUTO else name for name in args.backend or BACKENDS]
         names += [INT8] if args.int8 else []
         reports = [_bench_one(name, plan) for name in dict.fromkeys(names)]
     settings = asdict(plan.settings) | {
@@ -254,15 +265,16 @@ def _load_model(name: str, input_size: int, folder: Path) -> tuple[Any, dict, st
     return model, {"name": label, "summary": summary, "parameters": params, "config": config.to_dict()}, checkpoint
 
 
-def _int_list(text: str, option: str) -> list[int]:
+def _int_list(text: str, option: str, high: int = 1024) -> list[int]:
+    """Comma-separated whole numbers from 1 to ``high`` (batch sizes, thread counts)."""
     from dcrn.models.errors import ConfigError
 
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ConfigError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{option} takes positive whole numbers, got {text!r}")
+    if not values or min(values) < 1 or max(values) > high:
+        raise ConfigError(f"{option} takes whole numbers from 1 to {high}, got {text!r}")
     return values
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dcrn.app.argtypes import frame_rate, seed
 from dcrn.app.cmd_run import add_engine_arguments, pipeline_config, quiet_native_logs, run_pipeline
 
 DEMO_SINK = "stdout?format=text&every=10"  # a line every 10 frames (3 a second), every event, stats
@@ -15,8 +16,8 @@ DEMO_SINK = "stdout?format=text&every=10"  # a line every 10 frames (3 a second)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gui", action="store_true", help="open the desktop window instead of printing")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream (default 0)")
-    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the synthetic stream (default 30)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the synthetic stream (default 0)")
+    parser.add_argument("--fps", type=frame_rate, default=30.0, help="frame rate of the synthetic stream (default 30)")
     add_engine_arguments(parser, model_help="checkpoint path or shipped model name (default: the shipped 'default')")
     parser.add_argument(
         "--sink",
@@ -35,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
         return _gui(args)
     quiet_native_logs(args)
     from dcrn.engine.pipeline import Pipeline
-    from dcrn.engine.sinks import parse_sink
+    from dcrn.engine.sinks.factory import parse_sink
 
     sinks = [parse_sink(spec) for spec in args.sink or [DEMO_SINK]]
     config = pipeline_config(args, [source_uri(args)], pace=True, loop=False, timeout_s=10.0)

@@ -7,15 +7,17 @@ import json
 import logging
 from pathlib import Path
 
+from dcrn.app.argtypes import non_negative_int, thread_count, writable_file, writable_folder
+
 log = logging.getLogger("dcrn.eval")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="class folders and/or streams with .labels.csv")
     parser.add_argument("--model", default="default", help="checkpoint path or shipped model name (default)")
-    parser.add_argument("--json", type=Path, dest="json_path", help="write the metrics to this JSON file")
-    parser.add_argument("--report", type=Path, help="write a Markdown report with figures to this folder")
-    parser.add_argument("--max-frames", type=int, default=0, help="frames read per clip (default: all)")
+    parser.add_argument("--json", type=writable_file, dest="json_path", help="write the metrics to this JSON file")
+    parser.add_argument("--report", type=writable_folder, help="write a Markdown report with figures to this folder")
+    parser.add_argument("--max-frames", type=non_negative_int, default=0, help="frames read per clip (default: all)")
     parser.add_argument(
         "--baseline-train",
         type=Path,
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the order-agnostic baseline")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (without a terminal: no log line every 30 s)"
     )

@@ -15,6 +15,8 @@ import logging
 import tempfile
 from pathlib import Path
 
+from dcrn.app.argtypes import bounded, positive_int, writable_file
+
 log = logging.getLogger("dcrn.export")
 
 FORMATS = ("onnx", "tensorrt")
@@ -25,15 +27,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default="default", metavar="CKPT", help="checkpoint path or shipped model name (default: default)"
     )
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="onnx (default) or tensorrt")
-    parser.add_argument("--out", required=True, type=Path, metavar="PATH", help="the .onnx or .engine file to write")
+    parser.add_argument(
+        "--out", required=True, type=writable_file, metavar="PATH", help="the .onnx or .engine file to write"
+    )
     parser.add_argument(
         "--fp16", action="store_true", help="float16 weights and state (frame in and logits out stay float32)"
     )
     parser.add_argument(
-        "--max-batch", type=int, default=16, metavar="N", help="TensorRT: largest batch (streams) per step (default 16)"
+        "--max-batch",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="TensorRT: largest batch (streams) per step (default 16)",
     )
     parser.add_argument(
-        "--opt-batch", type=int, default=None, metavar="N", help="TensorRT: batch to tune kernels for (default: max)"
+        "--opt-batch",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="TensorRT: batch to tune kernels for (default: max)",
     )
     parser.add_argument(
         "--flavour",
@@ -41,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="TensorRT module to use (default: $DCRN_TENSORRT, else tensorrt, then tensorrt_rtx)",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    parser.add_argument("--opset", type=bounded(int, 7, 99, name="opset"), default=None, help="ONNX opset (default 18)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
+
+from dcrn.app.argtypes import non_negative_seconds, positive_int, seconds, writable_folder
+from dcrn.app.cmd_run import add_credentials_argument
 
 log = logging.getLogger("dcrn.record")
 
@@ -23,13 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source", required=True, metavar="URI", help="camera index, rtsp:// or http(s):// URL, video file, synthetic:"
     )
-    parser.add_argument("--out", required=True, type=Path, metavar="DATASET", help="teach data set folder")
+    add_credentials_argument(parser)
+    parser.add_argument("--out", required=True, type=writable_folder, metavar="DATASET", help="teach data set folder")
     parser.add_argument("--label", required=True, help="the action these clips show (a new label is added)")
-    parser.add_argument("--seconds", type=float, default=3.0, metavar="S", help="length of each clip (default 3)")
-    parser.add_argument("--count", type=int, default=1, metavar="N", help="clips to record (default 1)")
+    parser.add_argument("--seconds", type=seconds, default=3.0, metavar="S", help="length of each clip (default 3)")
+    parser.add_argument("--count", type=positive_int, default=1, metavar="N", help="clips to record (default 1)")
     parser.add_argument(
         "--countdown",
-        type=float,
+        type=non_negative_seconds,
         default=3.0,
         metavar="S",
         help="seconds of countdown before each clip of a live source (default 3; files: none)",
@@ -43,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=10.0,
         metavar="S",
         help="network streams: seconds to wait for the first frame (default 10)",
@@ -56,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from dcrn.engine.recorder import check_session, parse_cut, record_clips
     from dcrn.engine.sources.base import SourceOptions
+    from dcrn.engine.sources.credentials import apply_credentials
     from dcrn.engine.sources.factory import open_source
     from dcrn.models.errors import ConfigError, DataError
     from dcrn.models.teach_data import TeachDataset, validate_label
@@ -70,7 +74,8 @@ def main(args: argparse.Namespace) -> int:
     def status(text: str) -> None:
         print(f"dcrn record: {text}", file=sys.stderr, flush=True)
 
-    with open_source(args.source, options=SourceOptions(timeout_s=args.timeout)) as source:
+    source_uri = apply_credentials([args.source], args.credentials)[0]
+    with open_source(source_uri, options=SourceOptions(timeout_s=args.timeout)) as source:
         dataset = TeachDataset.open_or_create(args.out, background=not args.no_background)
         clips = record_clips(
             source,

@@ -7,18 +7,23 @@ import json
 import logging
 from pathlib import Path
 
+from dcrn.app.argtypes import positive_int, thread_count, writable_file, writable_folder
+
 log = logging.getLogger("dcrn.teach")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="a `dcrn record` data set (or any class-folder set)")
-    parser.add_argument("--out", required=True, type=Path, help="the checkpoint to write")
-    parser.add_argument("--cache", type=Path, help="per-clip feature cache (default DATA/.cache/features)")
-    parser.add_argument("--json", type=Path, help="also write the report (accuracy, confusion) as JSON here")
+    parser.add_argument("--out", required=True, type=writable_file, help="the checkpoint to write")
+    parser.add_argument("--cache", type=writable_folder, help="per-clip feature cache (default DATA/.cache/features)")
+    parser.add_argument("--json", type=writable_file, help="also write the report (accuracy, confusion) as JSON here")
     parser.add_argument(
-        "--min-clips", type=int, default=2, help="clips needed per label (default 2; 1 trains without an estimate)"
+        "--min-clips",
+        type=positive_int,
+        default=2,
+        help="clips needed per label (default 2; 1 trains without an estimate)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    parser.add_argument("--threads", type=thread_count, default=1, help="CPU threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -8,6 +8,19 @@ import shlex
 import sys
 from pathlib import Path
 
+from dcrn.app.argtypes import (
+    bounded,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed,
+    thread_count,
+    writable_file,
+    writable_folder,
+)
+
 log = logging.getLogger("dcrn.train")
 
 
@@ -18,26 +31,37 @@ def _ints(text: str) -> tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--data", required=True, type=Path, help="data folder (class folders, streams, or train/ val/)")
-    data.add_argument("--out", required=True, type=Path, help="best checkpoint; OUT.last.pt keeps the latest epoch")
-    data.add_argument("--clip-len", type=int, default=32, help="frames per training item (default 32)")
+    data.add_argument(
+        "--out", required=True, type=writable_file, help="best checkpoint; OUT.last.pt keeps the latest epoch"
+    )
+    data.add_argument("--clip-len", type=positive_int, default=32, help="frames per training item (default 32)")
     data.add_argument(
         "--sampling", default="consecutive", choices=["consecutive", "random_stride", "uniform"], help="clip sampling"
     )
-    data.add_argument("--stride", type=int, default=1, help="frame step (random_stride: the largest step)")
-    data.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction of source groups")
+    data.add_argument("--stride", type=positive_int, default=1, help="frame step (random_stride: the largest step)")
+    data.add_argument(
+        "--val-fraction", type=fraction(high_open=True), default=0.1, help="held-out fraction of source groups"
+    )
     data.add_argument("--val-groups", default="", help="comma-separated source groups to hold out for validation")
     data.add_argument("--split-list", type=Path, help="UCF101-style training list (Class/clip.avi per line)")
     data.add_argument("--val-list", type=Path, help="UCF101-style validation list")
     data.add_argument("--hmdb-splits", type=Path, help="folder of HMDB51 '<class>_test_splitN.txt' files")
-    data.add_argument("--hmdb-split", type=int, default=1, help="which HMDB51 split (default 1)")
+    data.add_argument("--hmdb-split", type=positive_int, default=1, help="which HMDB51 split (default 1)")
     data.add_argument("--no-cache", action="store_true", help="decode videos on every read instead of once")
-    data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    data.add_argument(
+        "--workers",
+        type=bounded(int, 0, 256, name="workers"),
+        default=0,
+        help="DataLoader worker processes (default 0)",
+    )
     data.add_argument("--no-augment", action="store_true", help="no crop / colour / flip augmentation")
     data.add_argument(
         "--flip", default="none", help="horizontal flip map: none, all, or pairs like move_left:move_right,..."
     )
-    data.add_argument("--crop-scale", type=float, nargs=2, default=(0.7, 1.0), metavar=("MIN", "MAX"))
-    data.add_argument("--color-jitter", type=float, default=0.2, help="brightness/contrast/saturation strength")
+    data.add_argument("--crop-scale", type=fraction(low_open=True), nargs=2, default=(0.7, 1.0), metavar=("MIN", "MAX"))
+    data.add_argument(
+        "--color-jitter", type=non_negative_float, default=0.2, help="brightness/contrast/saturation strength"
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--encoder", default="seed", help="seed, mobilenet_v2, mobilenet_v3_small, resnet18, ...")
     model.add_argument("--cell", default="gru", help="gru, lstm, motion_avg, convrnn, convgru, convlstm, convgru_delta")
@@ -46,37 +70,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--encoder-norm", default="none", choices=["none", "batch"], help="seed CNN: BatchNorm after each conv"
     )
     model.add_argument("--pool", default="flatten", choices=["flatten", "avg"], help="feature map -> vector")
-    model.add_argument("--hidden-size", type=int, default=128)
-    model.add_argument("--head-hidden", type=int, default=0)
-    model.add_argument("--dropout", type=float, default=0.0)
-    model.add_argument("--input-size", type=int, default=64, help="frames are resized to S x S (default 64)")
+    model.add_argument("--hidden-size", type=positive_int, default=128)
+    model.add_argument("--head-hidden", type=non_negative_int, default=0)
+    model.add_argument("--dropout", type=fraction(high_open=True), default=0.0)
+    model.add_argument(
+        "--input-size",
+        type=bounded(int, 16, 1024, name="input_size"),
+        default=64,
+        help="frames are resized to S x S (default 64)",
+    )
     model.add_argument("--pretrained", action="store_true", help="start the encoder from ImageNet weights")
     model.add_argument(
         "--freeze-encoder",
         action="store_true",
         help="fast mode: freeze the encoder, compute per-frame features once, train cell and head only",
     )
-    model.add_argument("--feature-cache", type=Path, help="with --freeze-encoder: also keep features in this folder")
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=10)
-    opt.add_argument("--batch-size", type=int, default=16)
-    opt.add_argument("--optimizer", default="adamw", choices=["adam", "adamw", "sgd", "rmsprop"])
-    opt.add_argument("--lr", type=float, default=2e-3)
-    opt.add_argument("--weight-decay", type=float, default=1e-4)
-    opt.add_argument("--momentum", type=float, default=0.9, help="SGD / RMSprop momentum")
-    opt.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"])
-    opt.add_argument("--warmup-epochs", type=float, default=0.5)
-    opt.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
-    opt.add_argument("--label-smoothing", type=float, default=0.0)
-    opt.add_argument(
-        "--loss-skip-frames", type=int, default=0, help="the first N frames of every item count in no loss (default 0)"
+    model.add_argument(
+        "--feature-cache", type=writable_folder, help="with --freeze-encoder: also keep features in this folder"
     )
-    opt.add_argument("--bptt", type=int, default=0, help="truncated BPTT chunk length in frames (0: whole item)")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=positive_int, default=10)
+    opt.add_argument("--batch-size", type=positive_int, default=16)
+    opt.add_argument("--optimizer", default="adamw", choices=["adam", "adamw", "sgd", "rmsprop"])
+    opt.add_argument("--lr", type=positive_float, default=2e-3)
+    opt.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
+    opt.add_argument("--momentum", type=fraction(high_open=True), default=0.9, help="SGD / RMSprop momentum")
+    opt.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"])
+    opt.add_argument("--warmup-epochs", type=non_negative_float, default=0.5)
+    opt.add_argument("--grad-clip", type=non_negative_float, default=1.0, help="max gradient norm (0: off)")
+    opt.add_argument("--label-smoothing", type=fraction(high_open=True), default=0.0)
+    opt.add_argument(
+        "--loss-skip-frames",
+        type=non_negative_int,
+        default=0,
+        help="the first N frames of every item count in no loss (default 0)",
+    )
+    opt.add_argument(
+        "--bptt", type=non_negative_int, default=0, help="truncated BPTT chunk length in frames (0: whole item)"
+    )
     opt.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    opt.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    opt.add_argument("--seed", type=int, default=0)
-    opt.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap on steps per epoch (0: all)")
+    opt.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (default: torch's choice)")
+    opt.add_argument("--seed", type=seed, default=0)
+    opt.add_argument("--max-steps-per-epoch", type=non_negative_int, default=0, help="cap on steps per epoch (0: all)")
     opt.add_argument("--resume", action="store_true", help="continue from OUT.last.pt")
     opt.add_argument("--init", type=Path, help="start from this checkpoint's architecture and weights")
     opt.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -31,17 +31,28 @@ def shipped_models() -> dict[str, Path]:
 
 
 def resolve_model(path_or_name: str | os.PathLike) -> Path:
-    """A checkpoint path, or the file of the shipped model with that name."""
-    path = Path(path_or_name)
+    """The file of the shipped model with that name, or a checkpoint path.
+
+    A shipped model's name (``default``) always means the shipped model, even when the working folder
+    holds a file of that name: a stray file must not silently replace it. Such a file is loaded only when
+    written as a path, with a ``/`` or a ``.pt`` suffix (``./default``).
+    """
+    text = os.fspath(path_or_name)
+    shipped = shipped_models()
+    if text in shipped and not looks_like_path(text):
+        return shipped[text]
+    path = Path(text)
     if path.is_file():
         return path
-    shipped = shipped_models()
-    if str(path_or_name) in shipped:
-        return shipped[str(path_or_name)]
     if path.exists():
         raise BadCheckpoint(f"{path}: is not a file")
     names = ", ".join(shipped) or "none installed"
     raise CheckpointNotFound(f"no checkpoint file {str(path)!r} and no shipped model of that name (shipped: {names})")
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a ``--model`` value is a path (holds a folder separator or ends with ``.pt``), not a name."""
+    return "/" in text or os.sep in text or text.endswith(".pt")
 
 
 def save_checkpoint(
@@ -75,10 +86,13 @@ def read_checkpoint(path_or_name: str | os.PathLike) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise BadCheckpoint(f"{path}: not a DCRN Live checkpoint (no '{FORMAT}' format marker)")
     if payload.get("version") != VERSION:
-        raise BadCheckpoint(f"{path}: checkpoint version {payload.get('version')!r}; this build reads {VERSION}")
+        version = repr(payload.get("version"))[:40]  # any value: shown escaped and short
+        raise BadCheckpoint(f"{path}: checkpoint version {version}; this build reads {VERSION}")
     for key in ("config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise BadCheckpoint(f"{path}: checkpoint has no {key!r} section")
+    if not isinstance(payload.get("meta", {}), dict):
+        raise BadCheckpoint(f"{path}: checkpoint 'meta' section is not a mapping")
     payload["path"] = str(path)
     return payload
 
@@ -86,18 +100,56 @@ def read_checkpoint(path_or_name: str | os.PathLike) -> dict:
 def load_checkpoint(path_or_name: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[DCRN, dict]:
     """Rebuild the model from a checkpoint file or shipped model name -> (model in eval mode, meta)."""
     payload = read_checkpoint(path_or_name)
+    model = model_from_payload(payload)
+    model.to(map_location).eval()
+    meta = dict(payload.get("meta", {}))
+    meta["path"] = payload["path"]
+    return model, meta
+
+
+def model_from_payload(payload: dict) -> DCRN:
+    """The model (on the CPU) of a :func:`read_checkpoint` payload, its weights loaded.
+
+    A checkpoint is untrusted: its config is bounded (DCRNConfig) and the model is first built on the
+    ``meta`` device, which allocates nothing, to check every weight's shape against the config; only then
+    is the real model allocated, no larger than the weights the file holds.
+    """
     path = payload["path"]
     try:
         config = DCRNConfig.from_dict(payload["config"])
-        model = DCRN(config, load_pretrained=False)
-    except (ConfigError, TypeError) as exc:
-        raise BadCheckpoint(f"{path}: invalid model config: {exc}") from None
+        with torch.device("meta"):
+            skeleton = DCRN(config, load_pretrained=False)
+    except (ConfigError, TypeError, ValueError, RuntimeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadCheckpoint(f"{path}: invalid model config: {reason}") from None
+    _check_weights(path, payload["state_dict"], skeleton)
+    model = DCRN(config, load_pretrained=False)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[0]
         raise BadCheckpoint(f"{path}: weights do not fit the stored config: {reason}") from None
-    model.to(map_location).eval()
-    meta = dict(payload.get("meta", {}))
-    meta["path"] = path
-    return model, meta
+    return model
+
+
+def _check_weights(path: str, state_dict: dict, skeleton: DCRN) -> None:
+    """BadCheckpoint unless ``state_dict`` holds exactly the tensors ``skeleton`` (on ``meta``) has, shape
+    for shape: a checkpoint whose config and weights disagree is refused before anything is allocated."""
+    expected = skeleton.state_dict()
+    unexpected = [key for key in state_dict if key not in expected]
+    missing = [key for key in expected if key not in state_dict]
+    if unexpected or missing:
+        shown = [repr(str(k)[:40]) for k in unexpected[:3]] + missing[:3]
+        raise BadCheckpoint(
+            f"{path}: weights do not fit the stored config: {len(missing)} missing, {len(unexpected)} unexpected "
+            f"({', '.join(map(str, shown))})"
+        )
+    for name, want in expected.items():
+        got = state_dict[name]
+        if not isinstance(got, torch.Tensor):
+            raise BadCheckpoint(f"{path}: weight {name!r} is not a tensor")
+        if got.shape != want.shape:
+            raise BadCheckpoint(
+                f"{path}: weights do not fit the stored config: {name} has shape {tuple(got.shape)}, "
+                f"the config needs {tuple(want.shape)}"
+            )

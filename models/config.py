@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import asdict, dataclass, fields
 
 from .errors import ConfigError
+from .labels import label_problem
 
 ENCODERS = ("seed", "luma", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0")
 CELLS = ("gru", "lstm", "convrnn", "convgru", "convlstm", "convgru_delta", "motion_avg", "flow_memory")
@@ -14,6 +17,17 @@ ENCODER_NORMS = ("none", "batch")
 POOLS = ("avg", "flatten")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Bounds of every size (a checkpoint is untrusted: a few bytes of config must not ask for gigabytes).
+# Far above any model this project trains, far below what would exhaust a machine's memory.
+SIZE_LIMITS = {
+    "num_classes": (1, 10_000),
+    "hidden_size": (1, 4096),  # GRU/LSTM units or conv-cell channels
+    "cell_kernel": (1, 15),
+    "head_hidden": (0, 4096),
+    "input_size": (16, 1024),  # pixels
+}
+MAX_ENCODER_BLOCKS = 8  # seed CNN blocks (each halves the frame: 1024 px -> 4 px)
+MAX_CHANNELS = 2048  # seed CNN channels per block
 
 
 @dataclass(frozen=True)
@@ -38,30 +52,52 @@ class DCRNConfig:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        # Tuples may arrive as lists from a checkpoint or JSON; store them as tuples.
+        # Tuples may arrive as lists from a checkpoint or JSON; store them as tuples. A checkpoint is
+        # untrusted input: every size is checked for type and range before anything is allocated for it.
         for name in ("labels", "encoder_widths", "mean", "std"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.num_classes < 1:
-            raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, list | tuple):
+                raise ConfigError(f"{name} must be a list, got {type(value).__name__}")
+            object.__setattr__(self, name, tuple(value))
+        for name, (low, high) in SIZE_LIMITS.items():
+            value = _whole(name, getattr(self, name))
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {value}")
+            if value > high:
+                raise ConfigError(f"{name} must be <= {high}, got {value}")
+            object.__setattr__(self, name, value)
+        if not 1 <= len(self.encoder_widths) <= MAX_ENCODER_BLOCKS:
+            raise ConfigError(
+                f"encoder_widths must list 1 to {MAX_ENCODER_BLOCKS} blocks, got {len(self.encoder_widths)}"
+            )
+        widths = tuple(_whole("encoder_widths", w) for w in self.encoder_widths)
+        if not all(1 <= w <= MAX_CHANNELS for w in widths):
+            raise ConfigError(f"encoder_widths must be channel counts from 1 to {MAX_CHANNELS}, got {widths}")
+        object.__setattr__(self, "encoder_widths", widths)
         if self.labels and len(self.labels) != self.num_classes:
             raise ConfigError(f"labels must name all {self.num_classes} classes, got {len(self.labels)}")
+        for number, label in enumerate(self.labels, start=1):
+            problem = label_problem(label)
+            if problem:
+                raise ConfigError(f"class {number}: {problem}")
         _check_choice("encoder", self.encoder, ENCODERS)
         _check_choice("cell", self.cell, CELLS)
         _check_choice("pool", self.pool, POOLS)
         _check_choice("encoder_padding", self.encoder_padding, ("same", "valid"))
         _check_choice("encoder_norm", self.encoder_norm, ENCODER_NORMS)
-        if not self.encoder_widths or min(self.encoder_widths) < 1:
-            raise ConfigError(f"encoder_widths must be positive channel counts, got {self.encoder_widths}")
-        if self.hidden_size < 1 or self.head_hidden < 0:
-            raise ConfigError(
-                f"hidden_size must be >= 1 and head_hidden >= 0, got {self.hidden_size} and {self.head_hidden}"
-            )
-        if self.cell_kernel < 1 or self.cell_kernel % 2 == 0:
+        if not isinstance(self.pretrained, bool):
+            raise ConfigError(f"pretrained must be true or false, got {self.pretrained!r}")
+        if self.cell_kernel % 2 == 0:
             raise ConfigError(f"cell_kernel must be a positive odd number, got {self.cell_kernel}")
-        if self.input_size < 16:
-            raise ConfigError(f"input_size must be >= 16 pixels, got {self.input_size}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ConfigError(f"mean and std need 3 channels with std > 0, got {self.mean} and {self.std}")
+        if not isinstance(self.dropout, int | float) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError(f"mean and std need 3 channels, got {self.mean} and {self.std}")
+        for value in (*self.mean, *self.std):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"mean and std must be finite numbers, got {self.mean} and {self.std}")
+        if min(self.std) <= 0:
+            raise ConfigError(f"std must be > 0 in every channel, got {self.std}")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -85,6 +121,8 @@ class DCRNConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; this version knows {sorted(known)}")
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
         return cls(**data)
 
     @classmethod
@@ -111,6 +149,16 @@ class DCRNConfig:
         )
 
 
+def _whole(name: str, value: object) -> int:
+    """``value`` as an int; ConfigError for anything else (floats, text, booleans, None)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    try:
+        return operator.index(value)  # int, numpy integers; not 1.5, "8" or None
+    except TypeError:
+        raise ConfigError(f"{name} must be a whole number, got {str(value)[:40]!r}") from None
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

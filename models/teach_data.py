@@ -41,6 +41,7 @@ from pathlib import Path
 
 from .errors import DataError
 from .files import atomic_write
+from .labels import unsafe_characters
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ VERSION = 1
 CLIP_EXT = ".mp4"
 PARTIAL_EXT = ".partial.mp4"  # a clip still being written; renamed to .mp4 when finished
 MAX_LABEL_LEN = 64
+MAX_CLIP_NAME_LEN = 255  # a file name, as most file systems allow
 RESERVED_LABELS = ("train", "val", "test")  # split folder names of dcrn.models.data
 _BAD_LABEL_CHARS = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]')  # path separators, Windows-reserved, control
 
@@ -120,7 +122,7 @@ def validate_label(name: str) -> str:
         raise DataError("a label cannot be empty")
     if len(label) > MAX_LABEL_LEN:
         raise DataError(f"label {label[:20]!r}... is {len(label)} characters long; at most {MAX_LABEL_LEN}")
-    bad = sorted(set(_BAD_LABEL_CHARS.findall(label)))
+    bad = sorted(set(_BAD_LABEL_CHARS.findall(label)) | set(unsafe_characters(label)))
     if bad:
         shown = " ".join(repr(c) for c in bad)
         raise DataError(
@@ -131,6 +133,27 @@ def validate_label(name: str) -> str:
     if label.lower() in RESERVED_LABELS:
         raise DataError(f"label {label!r} is reserved (train, val and test name data set splits)")
     return label
+
+
+def clip_path_problem(path: str, label: str) -> str | None:
+    """Why ``path`` is not ``<label>/<file name>`` (one file directly in its label's folder), or None.
+
+    A ``dataset.json`` may have been edited by anyone: a clip path such as ``../x`` or ``wave/../../x``
+    would make deleting the clip delete a file outside the data set.
+    """
+    folder, sep, name = path.partition("/")
+    if (
+        not sep
+        or folder != label
+        or name in ("", ".", "..")
+        or name.startswith(".")
+        or "/" in name
+        or "\\" in name
+        or len(name) > MAX_CLIP_NAME_LEN
+        or unsafe_characters(name)
+    ):
+        return f"clip path {path[:80]!r} is not '<label>/<file name>' for the label {label!r}"
+    return None
 
 
 class TeachDataset:
@@ -219,6 +242,12 @@ class TeachDataset:
             raise damaged("'labels' must be a list of names")
         if len({x.lower() for x in labels}) != len(labels):
             raise damaged("'labels' lists a name twice")
+        for label in labels:
+            try:
+                if validate_label(label) != label:
+                    raise DataError(f"label {label!r} has white space around it")
+            except DataError as exc:  # a label names a folder: "../x" would reach outside the data set
+                raise damaged(str(exc)) from None
         raw_clips = data.get("clips", [])
         if not isinstance(raw_clips, list):
             raise damaged("'clips' must be a list")
@@ -234,6 +263,9 @@ class TeachDataset:
                 raise damaged(f"clip {number}: {exc}") from None
             if clip.label not in labels:
                 raise damaged(f"clip {clip.path!r} has the unknown label {clip.label!r}")
+            problem = clip_path_problem(clip.path, clip.label)
+            if problem:
+                raise damaged(f"clip {number}: {problem}")
             clips.append(clip)
         background = data.get("background")
         if background is not None and background not in labels:
@@ -262,8 +294,9 @@ class TeachDataset:
         with self._lock:
             label = validate_label(name)
             self._check_free(label)
+            folder = self._inside(label)
             self.labels.append(label)
-            self._mkdir(self.root / label)
+            self._mkdir(folder)
             self.save()
 
     def rename_label(self, old: str, new: str) -> None:
@@ -274,7 +307,7 @@ class TeachDataset:
             if label == old:
                 return
             self._check_free(label, ignore=old)
-            src, dst = self.root / old, self.root / label
+            src, dst = self._inside(old), self._inside(label)
             try:
                 if src.exists():
                     os.rename(src, dst)
@@ -295,7 +328,7 @@ class TeachDataset:
         """Delete a label, its folder and all its clips."""
         with self._lock:
             self._check_known(name)
-            folder = self.root / name
+            folder = self._inside(name)
             if folder.exists():
                 try:
                     shutil.rmtree(folder)
@@ -313,7 +346,7 @@ class TeachDataset:
         """Absolute path of a fresh clip file name for ``label`` (neither it nor its partial file exists)."""
         with self._lock:
             self._check_known(label)
-            folder = self.root / label
+            folder = self._inside(label)
             self._mkdir(folder)
             now = time.time()
             stem = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now * 1000) % 1000:03d}"
@@ -327,11 +360,12 @@ class TeachDataset:
         """Register a finished clip (its file must already be in place under the label's folder)."""
         with self._lock:
             self._check_known(info.label)
-            if not info.path.startswith(f"{info.label}/") or info.path.count("/") != 1:
-                raise DataError(f"clip path {info.path!r} is not '<label>/<name>' for the label {info.label!r}")
+            problem = clip_path_problem(info.path, info.label)
+            if problem:
+                raise DataError(problem)
             if any(c.path == info.path for c in self.clips):
                 raise DataError(f"{self.root}: the clip {info.path!r} is already registered")
-            if not (self.root / info.path).is_file():
+            if not self._inside(info.path).is_file():
                 raise DataError(f"{self.root / info.path}: the clip file does not exist")
             self.clips.append(info)
             self.fps, self.size, self.source = info.fps, (info.width, info.height), info.source
@@ -343,8 +377,9 @@ class TeachDataset:
             path = Path(path).as_posix() if not isinstance(path, str) else path
             if not any(c.path == path for c in self.clips):
                 raise DataError(f"{self.root}: no clip {path!r} in this data set")
+            target = self._inside(path)
             try:
-                (self.root / path).unlink(missing_ok=True)
+                target.unlink(missing_ok=True)
             except OSError as exc:
                 raise DataError(f"{self.root / path}: cannot delete the clip ({exc.strerror or exc})") from None
             self.clips = [c for c in self.clips if c.path != path]
@@ -406,6 +441,19 @@ class TeachDataset:
         for existing in self.labels:
             if existing != ignore and existing.lower() == label.lower():
                 raise DataError(f"{self.root}: the label {existing!r} already exists")
+
+    def _inside(self, relative: str) -> Path:
+        """``root / relative`` once it is sure to stay inside the data set (symbolic links resolved);
+        :class:`DataError` otherwise. Every delete, rename and write goes through here first."""
+        path = self.root / relative
+        root = self.root.resolve()
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as exc:  # a symbolic link loop
+            raise DataError(f"{path}: cannot be resolved ({exc})") from None
+        if resolved == root or not resolved.is_relative_to(root):
+            raise DataError(f"{self.root}: {relative[:80]!r} is outside the data set; nothing was changed")
+        return path
 
     @staticmethod
     def _mkdir(folder: Path) -> None:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .augment import AugmentOptions, ClipAugment, parse_flip_map
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import model_from_payload, read_checkpoint, save_checkpoint
 from .config import DCRNConfig
 from .data import DataIndex, scan_splits
 from .datasets import ClipDataset, SamplingOptions
@@ -144,8 +144,11 @@ def train(options: TrainOptions) -> TrainResult:
     )
     resume_payload = read_checkpoint(options.last_path) if options.resume else None
     init_payload = read_checkpoint(options.init) if options.init and resume_payload is None else None
-    if resume_payload is not None or init_payload is not None:
-        config = DCRNConfig.from_dict((resume_payload or init_payload)["config"])
+    payload = resume_payload or init_payload
+    model = None
+    if payload is not None:
+        model = model_from_payload(payload)  # checked before allocation: a checkpoint is untrusted input
+        config = model.config
     else:
         config = DCRNConfig(
             num_classes=len(classes),
@@ -163,9 +166,7 @@ def train(options: TrainOptions) -> TrainResult:
         )
     if config.labels and tuple(config.labels) != tuple(classes):
         raise ConfigError(f"the checkpoint's classes {list(config.labels)} differ from the data's {list(classes)}")
-    model = DCRN(config, load_pretrained=resume_payload is None and init_payload is None).to(device)
-    if resume_payload is not None or init_payload is not None:
-        model.load_state_dict((resume_payload or init_payload)["state_dict"])
+    model = (model or DCRN(config, load_pretrained=True)).to(device)
     cached_features = options.freeze_encoder
     if options.freeze_encoder:
         for p in model.encoder.parameters():

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from PyQt6.QtCore import QByteArray, QSettings, QStandardPaths
 
+from dcrn.engine.redact import without_secrets  # passwords come from $DCRN_CREDENTIALS (docs/SECURITY.md)
+
 ORGANIZATION = "DCRN Live"
 APPLICATION = "dcrn-gui"
 ENV_PATH = "DCRN_GUI_SETTINGS"
@@ -77,9 +79,9 @@ class SettingsStore:
 
     def save(self, settings: GuiSettings) -> None:
         s = self.qsettings
-        s.setValue("session/source", settings.source)
+        s.setValue("session/source", without_secrets(settings.source))  # the password stays out of the file
         s.setValue("session/model", settings.model)
-        s.setValue("recent/sources", list(settings.recent_sources))
+        s.setValue("recent/sources", list(dict.fromkeys(without_secrets(u) for u in settings.recent_sources)))
         s.setValue("recent/models", list(settings.recent_models))
         s.setValue("snapshots/dir", settings.snapshot_dir)
         s.setValue("window/geometry", QByteArray(settings.geometry))

@@ -5,7 +5,7 @@ One factory, :func:`dcrn.engine.sources.factory.open_source`, turns a URI into a
     source = open_source("rtsp://admin:pw@10.0.0.5/stream1", options=SourceOptions(timeout_s=5))
     image, pts, label = source.read()          # (H, W, 3) uint8 RGB, seconds, ground truth or None
 
-URIs (DESIGN.md): an integer camera index ("0"), ``rtsp://`` / ``rtsps://`` / ``http(s)://`` URLs,
+URIs (docs/sources.md): an integer camera index ("0"), ``rtsp://`` / ``rtsps://`` / ``http(s)://`` URLs,
 a video file path (or ``file://`` URL), and ``synthetic:`` with query options
 (``synthetic:?seed=3&fps=30&width=320&height=240``).
 
@@ -66,6 +66,14 @@ class SourceOptions:
 
 
 Read = tuple[np.ndarray, float, "int | None"]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What others may read about an open source (the source itself belongs to its capture thread)."""
+
+    fps: float | None  # nominal frame rate, when the source knows it
+    labels: tuple[str, ...] = ()  # class names of the ground-truth labels (synthetic); () when none
 
 
 class Source:

@@ -49,9 +49,11 @@ def open_source(uri: str | int, *, name: str | None = None, options: SourceOptio
     if len(scheme) == 1:  # a Windows drive letter, "C:\\videos\\a.mp4"
         scheme = ""
     if scheme in STREAM_SCHEMES:
+        from dcrn.engine.sources.credentials import apply_credentials
         from dcrn.engine.sources.stream import StreamSource
 
-        return StreamSource(text, name=name, options=options)
+        # A URL without a password gets the one from $DCRN_CREDENTIALS, when that names a file.
+        return StreamSource(apply_credentials([text])[0], name=name, options=options)
     if scheme == "file":
         parts = urlsplit(text)
         if parts.netloc not in ("", "localhost"):

@@ -95,19 +95,31 @@ def parse_stream_url(url: str) -> tuple[str, str, int]:
     if scheme not in DEFAULT_PORTS:
         raise BadSourceURI(f"bad source URI {shown!r}: unsupported scheme {scheme!r}")
     if not url[len(scheme) + 1 :].startswith("//") or not parts.hostname:
-        raise BadSourceURI(f"bad source URI {shown!r}: no host (expected {scheme}://HOST[:PORT]/PATH)")
+        raise BadSourceURI(f"bad source URI {shown!r}: no host (expected {scheme}://HOST[:PORT]/PATH){_hint(url)}")
     try:
         port = parts.port
     except ValueError:
-        raise BadSourceURI(f"bad source URI {shown!r}: the port is not a number from 1 to 65535") from None
+        raise BadSourceURI(f"bad source URI {shown!r}: the port is not a number from 1 to 65535{_hint(url)}") from None
     if port == 0:
         raise BadSourceURI(f"bad source URI {shown!r}: the port is not a number from 1 to 65535")
     return scheme, parts.hostname, port or DEFAULT_PORTS[scheme]
 
 
+def _hint(url: str) -> str:
+    """Why a URL with user info may have failed to parse: an unencoded '/', '?' or '#' in the password."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]  # up to the last "@", as redact() reads it
+    if not any(c in userinfo for c in "/?#"):
+        return ""
+    return "; a '/', '?' or '#' in a password must be written %2F, %3F or %23, or kept in a credentials file"
+
+
 def default_stream_name(url: str) -> str:
-    """``host`` or ``host-lastpathsegment``: readable, no credentials, stable across runs."""
-    parts = urlsplit(url)
+    """``host`` or ``host-lastpathsegment``: readable, no credentials, stable across runs.
+
+    Read from the redacted URL, so that a password with an unencoded '/' (``rtsp://u:a/b@cam/x``, which a
+    strict parser splits at the '/') can never end up in a stream name.
+    """
+    parts = urlsplit(redact(url))
     last = parts.path.rstrip("/").rsplit("/", 1)[-1]
     last = last.rsplit(".", 1)[0] if "." in last else last
     name = safe_name(f"{parts.hostname}-{last}" if last else str(parts.hostname))

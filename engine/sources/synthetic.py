@@ -11,6 +11,7 @@ from dcrn.engine.redact import redact
 from dcrn.engine.sources.base import Read, Source, SourceOptions
 
 SYNTHETIC_DEFAULTS = {"seed": 0, "fps": 30.0, "width": 320, "height": 240}
+SYNTHETIC_LIMITS = {"fps": 1000.0, "width": 4096, "height": 4096}  # largest value of each option
 
 
 class SyntheticSource(Source):
@@ -71,7 +72,10 @@ def parse_synthetic(uri: str, name: str | None, options: SourceOptions) -> Synth
             value = float(raw) if key == "fps" else int(raw)
         except ValueError:
             raise BadSourceURI(f"bad source URI {redact(uri)!r}: {key} must be a number, got {raw!r}") from None
-        if value <= 0 and key != "seed":
-            raise BadSourceURI(f"bad source URI {redact(uri)!r}: {key} must be positive, got {raw!r}")
+        if key != "seed" and not 0 < value <= SYNTHETIC_LIMITS[key]:  # also refuses nan and inf
+            raise BadSourceURI(
+                f"bad source URI {redact(uri)!r}: {key} must be positive and at most {SYNTHETIC_LIMITS[key]:g}, "
+                f"got {raw!r}"
+            )
         values[key] = value
     return SyntheticSource(name=name, options=options, **values)

@@ -20,7 +20,6 @@ pytest.importorskip("PyQt6.QtWidgets")
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QImage
 
-from dcrn.app.gui.cameras import probe_cameras
 from dcrn.app.gui.controller import describe_source
 from dcrn.app.gui.main import SHORTCUTS, Gui, build
 from dcrn.app.gui.settings import SettingsStore
@@ -270,15 +269,6 @@ def test_keyboard_shortcuts_switch_to_the_demo_stream_and_stop(qtbot, gui, model
     wait_for_predictions(qtbot, gui)
 
 
-def test_camera_probe_is_quick_and_quiet(capfd):
-    started = time.monotonic()
-    found = probe_cameras()
-    assert time.monotonic() - started < 3.0
-    assert all(0 <= index < 4 for index in found)  # none on CI machines; whatever exists elsewhere
-    out, err = capfd.readouterr()
-    assert out == "" and err == ""
-
-
 def test_every_shortcut_is_wired_to_its_action(gui):
     keys = [key for names in SHORTCUTS.values() for key in names]
     assert len(keys) == len(set(keys)), "a key is bound twice"
@@ -290,19 +280,23 @@ def test_every_shortcut_is_wired_to_its_action(gui):
 
 def test_settings_remember_source_model_and_recent_urls_between_launches(qtbot, tmp_path, model):
     path = tmp_path / "settings.ini"
-    url = f"rtsp://admin:{SECRET}@127.0.0.1:{closed_port()}/cam"
+    port = closed_port()
+    url = f"rtsp://admin:{SECRET}@127.0.0.1:{port}/cam"
     first = build(path)
     first.controller.settings.remember_source(url)
     first.controller.start(source="synthetic:?seed=2", model=model)
     first.window.close()
-    assert path.stat().st_mode & 0o077 == 0, "the settings file holds passwords: owner-only"
+    assert path.stat().st_mode & 0o077 == 0, "the settings file names cameras: owner-only"
+    assert SECRET not in path.read_text(), "a password never reaches the settings file"
     stored = SettingsStore(path).load()
-    assert stored.source == "synthetic:?seed=2" and stored.model == model and stored.recent_sources == [url]
+    assert stored.source == "synthetic:?seed=2" and stored.model == model
+    stored_url = f"rtsp://admin@127.0.0.1:{port}/cam"  # the password comes from $DCRN_CREDENTIALS
+    assert stored.recent_sources == [stored_url]
     second = build(path)
     qtbot.addWidget(second.window)
     panel = second.window.panel
     assert panel.current_source() == "synthetic:?seed=2"
     assert panel.current_model() == model
-    index = panel.sources.findData(url)
-    assert index >= 0 and SECRET not in panel.sources.itemText(index)
+    index = panel.sources.findData(stored_url)
+    assert index >= 0 and "admin" not in panel.sources.itemText(index)
     second.window.close()

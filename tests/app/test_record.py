@@ -258,13 +258,17 @@ def test_dcrn_record_cuts_clips_from_a_video_file(tmp_path, capsys):
         (["--label", ""], "a label cannot be empty"),
         (["--label", "a/b"], "contains '/'"),
         (["--label", "wave", "--cut", "3:1"], "a cut needs 0 <= IN < OUT"),
-        (["--label", "wave", "--count", "0"], "count must be at least 1"),
+        (["--label", "wave", "--count", "0"], "argument --count: expected a whole number >= 1"),
         (["--label", "wave", "--source", "nope.mp4"], "video file not found"),
     ],
 )
 def test_dcrn_record_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, args, problem):
     argv = ["record", "--source", SYNTHETIC, "--out", str(tmp_path / "ds"), "--countdown", "0"]
-    assert main([*argv, *args]) == 2
+    try:
+        code = main([*argv, *args])
+    except SystemExit as exc:  # refused while parsing the arguments
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("dcrn record: error: ") and problem in err
     assert not (tmp_path / "ds").exists()  # refused before anything was created

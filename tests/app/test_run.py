@@ -299,7 +299,7 @@ def test_run_survives_the_rtsp_server_being_killed_and_restarted(rtsp_server, tm
 
 @pytest.mark.rtsp
 def test_credentials_in_the_url_never_reach_records_or_logs(tmp_path, model_path):
-    from tests.rtsp_fixture import RtspServer, unavailable_reason
+    from tests.fixtures.rtsp import RtspServer, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
@@ -344,7 +344,7 @@ def test_run_without_backend_picks_the_cpu_rules_backend_for_fight_cctv_and_says
 
 
 def test_run_int8_steps_the_quantised_graph_and_says_so(tmp_path):
-    from tests.models.data_helpers import tiny_synthetic_set
+    from tests.fixtures.data import tiny_synthetic_set
 
     clips = tiny_synthetic_set(tmp_path / "clips", clips_per_class=1, clip_frames=6, stream_s=0)
     write_model(tmp_path / "m.pt")
@@ -362,5 +362,5 @@ def test_run_int8_steps_the_quantised_graph_and_says_so(tmp_path):
 
 def test_stall_timeout_must_be_positive_and_is_listed_in_help(model_path):
     refused = dcrn("run", "--source", "synthetic:", "--model", str(model_path), "--stall-timeout", "0")
-    assert refused.returncode == 2 and "stall_s must be positive" in refused.stderr
+    assert refused.returncode == 2 and "argument --stall-timeout: expected seconds > 0" in refused.stderr
     assert "--stall-timeout" in dcrn("run", "--help").stdout
