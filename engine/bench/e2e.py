@@ -52,7 +52,7 @@ def run_e2e(
 
     ``calibration``: run the encoder in INT8, calibrated on the clips in this folder (onnxruntime)."""
     from dcrn.engine.pipeline import Pipeline, PipelineConfig
-    from dcrn.engine.sinks import JsonlSink
+    from dcrn.engine.sinks.files import JsonlSink
 
     latencies: list[float] = []
     final_stats: dict[str, Any] = {}

@@ -14,7 +14,7 @@ from dcrn.engine.errors import SourceNotFound
 from dcrn.engine.pipeline import Pipeline, PipelineConfig
 from dcrn.engine.postprocess import PostprocessConfig
 from dcrn.engine.preprocess import Preprocessor
-from dcrn.engine.sinks import JsonlSink
+from dcrn.engine.sinks.files import JsonlSink
 from dcrn.models import DCRN
 from tests.fixtures.models import LABELS, write_model
 

@@ -11,7 +11,9 @@ import os
 import pytest
 
 from dcrn.engine.errors import SinkError
-from dcrn.engine.sinks import CsvSink, JsonlSink, StdoutSink, parse_sink
+from dcrn.engine.sinks.factory import parse_sink
+from dcrn.engine.sinks.files import CsvSink, JsonlSink
+from dcrn.engine.sinks.stdout import StdoutSink
 
 PREDICTION = {
     "type": "prediction",

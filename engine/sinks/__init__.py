@@ -1,0 +1,1 @@
+"""Sinks: where records go (``base``), each kind in its own module, and the spec parser (``factory``)."""
