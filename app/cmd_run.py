@@ -13,11 +13,26 @@ import signal
 import threading
 from typing import TYPE_CHECKING
 
+from dcrn.app.argtypes import (
+    bounded,
+    fraction,
+    host_port,
+    non_negative_seconds,
+    positive_int,
+    probability,
+    seconds,
+    thread_count,
+    writable_folder,
+)
+
 if TYPE_CHECKING:
+    from dcrn.app.site_run import PipelineGroup
     from dcrn.engine.cluster.driver import ClusterRun
     from dcrn.engine.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
+
+roll_seconds = bounded(float, 0.0, 600.0, name="roll_seconds", expected="seconds from 0 to 600")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,10 +40,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--source",
         metavar="URI",
         action="append",
-        required=True,
-        help="camera index, rtsp:// / http(s):// URL, video file or 'synthetic:'; repeat for several streams",
+        help="camera index, rtsp:// / http(s):// URL, video file or 'synthetic:'; repeat for several streams "
+        "(needed unless --config names cameras; given with --config, it replaces the file's cameras)",
     )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a site config (YAML: cameras, sinks, evidence, backend; docs/DEPLOY.md); flags given here win",
+    )
+    add_credentials_argument(parser)
     add_engine_arguments(parser)
+    parser.set_defaults(model=None, backend=None, device=None, threads=None)  # None: from --config, else default
+    alerts = parser.add_argument_group("evidence and metrics (docs/DEPLOY.md)")
+    alerts.add_argument(
+        "--evidence",
+        type=writable_folder,
+        metavar="DIR",
+        help="write a clip (mp4, with pre- and post-roll) and a snapshot (JPEG) of every action into DIR",
+    )
+    alerts.add_argument(
+        "--evidence-pre", type=roll_seconds, metavar="S", help="--evidence: seconds kept before an action (default 3)"
+    )
+    alerts.add_argument(
+        "--evidence-post", type=roll_seconds, metavar="S", help="--evidence: seconds kept after an action (default 2)"
+    )
+    alerts.add_argument(
+        "--metrics",
+        type=host_port,
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (HOST default 127.0.0.1)",
+    )
     parser.add_argument(
         "--sink",
         metavar="SPEC",
@@ -39,11 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pace", action="store_true", help="read files as fast as possible, not at their fps")
     parser.add_argument("--loop", action="store_true", help="play files again from the start when they end")
     parser.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="open timeout of network streams (default 10)"
+        "--timeout", type=seconds, default=10.0, metavar="S", help="open timeout of network streams (default 10)"
     )
     parser.add_argument(
         "--stall-timeout",
-        type=float,
+        type=seconds,
         default=3.0,
         metavar="S",
         help="a network stream that sends no frame for S seconds is lost and reopened (default 3)",
@@ -65,10 +106,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     cluster.add_argument(
         "--node-timeout",
-        type=float,
+        type=seconds,
         default=3.0,
         metavar="S",
         help="--cluster: a stream whose node has not answered for S seconds moves to another node (default 3)",
+    )
+
+
+def add_credentials_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="passwords of network sources, kept off the command line: one 'HOST USER:PASSWORD' line per "
+        "camera, readable by you alone (chmod 600); default $DCRN_CREDENTIALS (docs/SECURITY.md)",
     )
 
 
@@ -101,21 +151,33 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, model_help: str = "
         metavar="DIR",
         help="--int8: data folder of clips to calibrate on (default: the folder the model was trained on)",
     )
-    parser.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--max-frames", type=positive_int, metavar="N", help="stop each stream after N frames")
+    parser.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     parser.add_argument(
-        "--stats-interval", type=float, default=5.0, metavar="S", help="stats records every S seconds (default 5)"
+        "--stats-interval",
+        type=non_negative_seconds,
+        default=5.0,
+        metavar="S",
+        help="stats records every S seconds (default 5)",
     )
     parser.add_argument(
         "--smoothing", default="ema", choices=["ema", "window", "none"], help="probability smoothing (default ema)"
     )
-    parser.add_argument("--alpha", type=float, default=0.3, help="EMA weight of the newest frame (default 0.3)")
-    parser.add_argument("--window", type=int, default=8, help="frames averaged by --smoothing window (default 8)")
     parser.add_argument(
-        "--threshold", type=float, default=0.6, metavar="P", help="an action starts at this probability (default 0.6)"
+        "--alpha", type=fraction(low_open=True), default=0.3, help="EMA weight of the newest frame (default 0.3)"
     )
     parser.add_argument(
-        "--threshold-off", type=float, default=0.4, metavar="P", help="... and ends below this one (default 0.4)"
+        "--window", type=positive_int, default=8, help="frames averaged by --smoothing window (default 8)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=probability,
+        default=0.6,
+        metavar="P",
+        help="an action starts at this probability (default 0.6)",
+    )
+    parser.add_argument(
+        "--threshold-off", type=probability, default=0.4, metavar="P", help="... and ends below this one (default 0.4)"
     )
     parser.add_argument(
         "--class-threshold",
@@ -125,7 +187,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, model_help: str = "
         help="start threshold of one class, repeatable (e.g. --class-threshold fight=0.8)",
     )
     parser.add_argument(
-        "--min-frames", type=int, default=3, metavar="N", help="frames above/below a threshold before an event"
+        "--min-frames", type=positive_int, default=3, metavar="N", help="frames above/below a threshold before an event"
     )
     parser.add_argument(
         "--background",
@@ -135,7 +197,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, model_help: str = "
         "(default: still, none, background, idle, no_fight, normal, ...)",
     )
     parser.add_argument(
-        "--threads", type=int, default=1, metavar="N", help="CPU threads for the model (default 1; 0 = all cores)"
+        "--threads",
+        type=thread_count,
+        default=1,
+        metavar="N",
+        help="CPU threads for the model (default 1; 0 = all cores)",
     )
     parser.add_argument("--cache-dir", metavar="DIR", help="exported graphs cache (default ~/.cache/dcrn)")
 
@@ -205,30 +271,73 @@ def quiet_native_logs(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from dcrn.app.site_config import load_site_config
+    from dcrn.app.site_run import apply_site_defaults
+    from dcrn.models.errors import ConfigError
+
+    site = load_site_config(args.config) if args.config else None  # checked whole, before anything starts
+    args.source_given = bool(args.source)
+    apply_site_defaults(args, site)
+    if not args.source:
+        raise ConfigError("no stream to run: give --source URI (repeatable) or --config FILE")
+    if args.cluster is not None and args.evidence is not None:
+        raise ConfigError("--evidence does not run with --cluster yet: run evidence on a single box")
     quiet_native_logs(args)
     from dataclasses import replace
 
+    from dcrn.app.site_run import PipelineGroup, SharedSink, evidence_config, site_groups
     from dcrn.engine.pipeline import Pipeline
-    from dcrn.engine.sinks import parse_sink
-    from dcrn.models.errors import ConfigError
+    from dcrn.engine.sinks.factory import parse_sink
+    from dcrn.engine.sources.credentials import apply_credentials
 
     sinks = [parse_sink(spec) for spec in args.sink or ["stdout"]]
-    config = pipeline_config(args, args.source, pace=not args.no_pace, loop=args.loop, timeout_s=args.timeout)
-    config = replace(config, stall_s=args.stall_timeout)  # replace() validates it like every other field
+    if args.metrics is not None:
+        sinks.append(metrics_sink(*args.metrics))
+    sources = apply_credentials(args.source, args.credentials)  # in memory only: never in argv or a message
+    config = pipeline_config(args, sources, pace=not args.no_pace, loop=args.loop, timeout_s=args.timeout)
+    config = replace(  # replace() validates it like every other field
+        config,
+        stall_s=args.stall_timeout,
+        evidence_dir=None if args.evidence is None else str(args.evidence),
+        evidence=evidence_config(args, site),
+    )
+    configs = site_groups(config, site, args, class_thresholds(args.class_threshold))
     if args.cluster is None:
         if args.pin:
             raise ConfigError("--pin needs --cluster")
-        return run_pipeline(Pipeline(config, sinks))
+        if len(configs) == 1:
+            return run_pipeline(Pipeline(configs[0], sinks))
+        log.info("%d pipelines (cameras differ in model, thresholds or evidence)", len(configs))
+        shared = [SharedSink(sink, len(configs)) for sink in sinks]
+        return run_pipeline(PipelineGroup([Pipeline(c, shared) for c in configs]))
+    if len(configs) > 1:
+        raise ConfigError("--cluster runs one model and one set of thresholds: give the cameras the same ones")
     from dcrn.engine.cluster.driver import ClusterRun, Pin
 
     run = ClusterRun(
-        config, sinks, address=args.cluster, pins=[Pin.parse(p) for p in args.pin], node_timeout_s=args.node_timeout
+        configs[0],
+        sinks,
+        address=args.cluster,
+        pins=[Pin.parse(p) for p in args.pin],
+        node_timeout_s=args.node_timeout,
     )
     run.connect()  # on the main thread: Ray starts or joins here
     return run_pipeline(run)
 
 
-def run_pipeline(pipeline: Pipeline | ClusterRun) -> int:
+def metrics_sink(host: str, port: int):
+    """The ``--metrics`` sink (prometheus_client comes with the ``alerts`` extra)."""
+    from dcrn.models.errors import ConfigError
+
+    try:
+        from dcrn.engine.sinks.metrics import MetricsSink
+
+        return MetricsSink(host, port)
+    except ImportError:
+        raise ConfigError("--metrics needs prometheus_client: pip install 'dcrn-live[alerts]'") from None
+
+
+def run_pipeline(pipeline: Pipeline | ClusterRun | PipelineGroup) -> int:
     """Run on a worker thread; SIGINT / SIGTERM ask it to stop. Errors from the run are raised here.
 
     The main thread only waits, so signal handlers never interrupt the pipeline inside a lock. A second

@@ -23,7 +23,7 @@ class Frame:
     small: np.ndarray | None = None  # (S, S, 3) uint8: the image resized for the model on the capture thread
 
 
-# Event names of the record schema (DESIGN.md) that the engine emits about streams.
+# Event names of the record schema (docs/pipeline.md) that the engine emits about streams.
 STREAM_LOST = "stream_lost"
 STREAM_RESTORED = "stream_restored"
 STREAM_ENDED = "stream_ended"
@@ -42,3 +42,32 @@ class StreamEvent:
     pts: float
     wall: float = field(default_factory=time.time)
     detail: str = ""  # a short human reason ("read timeout", "connection refused"), credentials redacted
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A region of interest: the part of a stream's picture the model sees (evidence keeps the whole frame).
+
+    ``x, y, w, h`` are fractions of the frame (0..1) when ``fractions``, else pixels; a pixel region that
+    reaches past the frame is clipped to it (at least one pixel stays).
+    """
+
+    x: float
+    y: float
+    w: float
+    h: float
+    fractions: bool = True
+
+    def box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) of the region in a ``height`` x ``width`` frame."""
+        sx, sy = (width, height) if self.fractions else (1, 1)
+        left = min(max(round(self.x * sx), 0), width - 1)
+        top = min(max(round(self.y * sy), 0), height - 1)
+        right = min(max(round((self.x + self.w) * sx), left + 1), width)
+        bottom = min(max(round((self.y + self.h) * sy), top + 1), height)
+        return top, bottom, left, right
+
+    def crop(self, image):
+        """The region of an (H, W, ...) array or tensor (a view, no copy)."""
+        top, bottom, left, right = self.box(int(image.shape[0]), int(image.shape[1]))
+        return image[top:bottom, left:right]

@@ -7,7 +7,7 @@ Small stateful objects with one verb, one of each per stream:
   stays at or above its ``on`` threshold for ``min_frames_on`` frames, and ends when it stays below its
   ``off`` threshold for ``min_frames_off`` frames or another action starts. Background classes ("still",
   "none", ...) never start an action;
-* :class:`StreamPostprocessor`: both, plus the prediction record of DESIGN.md's schema.
+* :class:`StreamPostprocessor`: both, plus the prediction record of the record schema (docs/pipeline.md).
 """
 
 from __future__ import annotations

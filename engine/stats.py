@@ -77,7 +77,7 @@ class StreamStats:
             self.stages[name].add(ms)
 
     def record(self) -> dict:
-        """A ``stats`` record of DESIGN.md's schema, with per-stage p50/p99 under ``stages``."""
+        """A ``stats`` record of the record schema (docs/pipeline.md), with per-stage p50/p99 under ``stages``."""
         total = self.stages["total"]
         return {
             "type": "stats",

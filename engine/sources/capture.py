@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from dcrn.engine.errors import SourceError
-from dcrn.engine.frames import STREAM_CHANGED, STREAM_ENDED, STREAM_LOST, STREAM_RESTORED, Frame, StreamEvent
+from dcrn.engine.frames import STREAM_CHANGED, STREAM_ENDED, STREAM_LOST, STREAM_RESTORED, Frame, Roi, StreamEvent
 from dcrn.engine.redact import redact
 from dcrn.engine.ring.frame_ring import FrameRing
 from dcrn.engine.sources.base import Source
@@ -56,6 +56,7 @@ class Capture:
         on_event: Callable[[StreamEvent], None],
         backoff_s: tuple[float, float] = (0.5, 8.0),
         resize_to: int | None = None,
+        roi: Roi | None = None,
     ) -> None:
         first, cap = backoff_s
         if not 0 < first <= cap:
@@ -65,6 +66,7 @@ class Capture:
         self.on_event = on_event
         self.backoff_s = (float(first), float(cap))
         self.resize_to = resize_to  # also put the frame resized to resize_to x resize_to (Frame.small)
+        self.roi = roi  # Frame.small is made from this region of the frame (the model sees only it)
         self.ended = False  # a non-looping file reached its end (stream_ended was emitted)
         self.frames = 0  # frames put into the ring
         self.reconnects = 0  # successful reopens after a loss
@@ -180,7 +182,11 @@ class Capture:
 
     def _small(self, image: np.ndarray) -> np.ndarray | None:
         size = self.resize_to
-        if size is None or image.shape[:2] == (size, size):
+        if size is None:
+            return None
+        if self.roi is not None:
+            image = self.roi.crop(image)
+        elif image.shape[:2] == (size, size):
             return None
         return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)  # as models.video_io.resize_frames
 
