@@ -1,0 +1,60 @@
+"""What a keypoint encoder carries from frame to frame: the tracked regions, as explicit state.
+
+Like the recurrent cell's ``h_t``, the state is a value passed in and returned by every step, never kept
+inside the encoder: a stream owns its state, a fresh :class:`TrackState` (or one from a frame of another
+size) makes the next step search the whole frame with the detector, and two streams can share one encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from dcrn.engine.keypoints.roi import Roi
+
+
+@dataclass(frozen=True)
+class Track:
+    """One tracked hand or person: the region its landmarks predict for the next frame."""
+
+    id: int  # unique within a stream while tracked; a hand or person found again gets a new id
+    roi: Roi
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """An encoder's state: the tracks to follow on the next frame."""
+
+    tracks: tuple[Track, ...] = ()
+    next_id: int = 0  # the id the next new track gets
+    frames_since_search: int = 0  # frames since the detector last ran
+    frame_size: tuple[int, int] | None = None  # (width, height) the regions refer to; None: fresh
+
+    def tracks_for(self, width: int, height: int) -> tuple[Track, ...]:
+        """The tracks, if they refer to frames of this size (another size: none, detection starts over)."""
+        return self.tracks if self.frame_size == (width, height) else ()
+
+    def advanced(self, tracks: tuple[Track, ...], next_id: int, searched: bool, size: tuple[int, int]) -> TrackState:
+        return replace(
+            self,
+            tracks=tracks,
+            next_id=next_id,
+            frames_since_search=0 if searched else self.frames_since_search + 1,
+            frame_size=size,
+        )
+
+
+def should_search(state: TrackState, tracked: int, wanted: int, interval: int) -> bool:
+    """Whether the detector runs on this frame: always when nothing is tracked; when fewer than ``wanted``
+    are, every ``interval`` frames (1: every frame, MediaPipe's rule); never when all are tracked."""
+    if tracked == 0:
+        return True
+    return tracked < wanted and state.frames_since_search + 1 >= interval
+
+
+def check_frame(frame: np.ndarray) -> tuple[int, int]:
+    """(width, height) of an (H, W, 3) uint8 RGB frame; a ValueError names what was given instead."""
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be HxWx3 uint8 RGB, got {frame.shape} {frame.dtype}")
+    return frame.shape[1], frame.shape[0]
