@@ -74,12 +74,14 @@ def create(
 ) -> OnnxRuntimeBackend:
     """``int8``: the step graph with its encoder quantised to INT8 on this calibration (engine.quantize)."""
     check_cpu_float32("onnxruntime", device, dtype)
-    if int8 is not None:
+
+    def graph() -> Path:
+        if int8 is None:
+            return exported_graph(model, cache_dir)
         from dcrn.engine.backends.quantize import int8_graph
 
-        graph = lambda: int8_graph(model, int8, cache_dir)  # noqa: E731
-    else:
-        graph = lambda: exported_graph(model, cache_dir)  # noqa: E731
+        return int8_graph(model, int8, cache_dir)
+
     return open_cached(
         graph, lambda path: OnnxRuntimeBackend(model, path, max_batch=max_batch, threads=threads, int8=int8 is not None)
     )

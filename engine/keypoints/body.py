@@ -37,7 +37,7 @@ from dcrn.engine.keypoints.anchors import POSE_ANCHORS, sigmoid, weighted_nms
 from dcrn.engine.keypoints.detector import Detector
 from dcrn.engine.keypoints.roi import Roi
 from dcrn.engine.keypoints.runtime import Graph, RuntimeOptions, to_tensor
-from dcrn.engine.keypoints.tracking import Track, TrackState, check_frame, should_search
+from dcrn.engine.keypoints.tracking import Track, TrackState, check_frame, tracks_with_search
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +115,9 @@ class BodyEncoder:
         """One frame (H, W, 3) uint8 RGB and the state from the previous frame -> people found, next state."""
         width, height = check_frame(frame)
         cfg = self.config
-        tracks = list(state.tracks_for(width, height))
-        next_id = state.next_id
-        searched = should_search(state, len(tracks), cfg.max_people, cfg.search_interval)
-        if searched:
-            found = self.find(frame)
-            kept = rois.associate(found, [t.roi for t in tracks])
-            for i in kept[: cfg.max_people - len(tracks)]:
-                tracks.append(Track(next_id, found[i]))
-                next_id += 1
+        tracks, next_id, searched = tracks_with_search(
+            state, width, height, cfg.max_people, cfg.search_interval, lambda: self.find(frame)
+        )
         people: list[Person] = []
         aligners: list[np.ndarray] = []
         for track in tracks:

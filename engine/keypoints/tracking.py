@@ -7,11 +7,12 @@ size) makes the next step search the whole frame with the detector, and two stre
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dcrn.engine.keypoints.roi import Roi
+from dcrn.engine.keypoints.roi import Roi, associate
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,23 @@ def should_search(state: TrackState, tracked: int, wanted: int, interval: int) -
     if tracked == 0:
         return True
     return tracked < wanted and state.frames_since_search + 1 >= interval
+
+
+def tracks_with_search(
+    state: TrackState, width: int, height: int, wanted: int, interval: int, find: Callable[[], list[Roi]]
+) -> tuple[list[Track], int, bool]:
+    """The tracks this frame starts from: those carried in ``state``, plus new ones for what the detector
+    (``find``, run only when :func:`should_search` says so) found outside them, up to ``wanted``.
+    Returns (tracks, the next free track id, whether the detector ran)."""
+    tracks = list(state.tracks_for(width, height))
+    next_id = state.next_id
+    searched = should_search(state, len(tracks), wanted, interval)
+    if searched:
+        found = find()
+        for i in associate(found, [t.roi for t in tracks])[: wanted - len(tracks)]:
+            tracks.append(Track(next_id, found[i]))
+            next_id += 1
+    return tracks, next_id, searched
 
 
 def check_frame(frame: np.ndarray) -> tuple[int, int]:
