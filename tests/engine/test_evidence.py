@@ -400,3 +400,37 @@ def test_clips_of_the_pipelines_own_events_on_the_synthetic_stream_cover_each_ac
         assert wanted - 0.3 <= times[-1] <= wanted + 1.0 + 0.3, (start, end, times[-1])  # + one GOP at most
         checked += 1
     assert checked >= 1
+
+
+@pytest.mark.rtsp
+def test_clip_of_an_action_on_the_rtsp_test_camera_covers_the_preroll_and_the_action(tmp_path, rtsp_server):
+    """Frames as the RTSP test camera sends them (live, its own timestamps); the action from 3 s to 4 s."""
+    pre_s, post_s, start_at, end_at = 2.0, 1.0, 3.0, 4.0
+    config = EvidenceConfig(pre_s=pre_s, post_s=post_s, gop_s=1.0, max_mb=None, max_age_days=None)
+    source = open_source(rtsp_server.url, options=SourceOptions(timeout_s=10))
+    started = ended = None
+    first = None
+    try:
+        with EvidenceRecorder(tmp_path / "evidence", config) as recorder:
+            for index in range(int(rtsp_server.fps * (end_at + post_s + 3))):  # bounded: about 8 s of frames
+                image, pts, _ = source.read()
+                first = pts if first is None else first
+                t = pts - first
+                record = {"type": "event", "stream": "gate", "frame": index, "pts": pts, "wall": time.time()}
+                if started is None and t >= start_at:
+                    started = recorder.event(record | {"event": "action_started", "label": "wave", "score": 0.9})
+                if started is not None and ended is None and t >= end_at:
+                    ended = recorder.event(record | {"event": "action_ended", "label": "wave", "score": 0.2})
+                recorder.frame("gate", image, pts, time.time())
+                if t >= end_at + post_s + 0.5:
+                    break
+    finally:
+        source.close()
+    assert started is not None and ended is not None
+    clip, snapshot = tmp_path / "evidence" / started["clip"], tmp_path / "evidence" / started["snapshot"]
+    with av.open(str(clip)) as container:
+        times = [float(f.time) for f in container.decode(container.streams.video[0])]
+    wanted = (end_at - start_at) + pre_s + post_s  # the pre-roll, the whole action, the post-roll
+    assert wanted - 0.3 <= times[-1] - times[0] <= wanted + config.gop_s + 0.3, times[-1] - times[0]
+    assert len(times) >= rtsp_server.fps * wanted * 0.8  # a live camera's frames, not a few
+    assert cv2.imread(str(snapshot)).shape == (rtsp_server.height, rtsp_server.width, 3)
