@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument(
+        "--evidence",
+        metavar="DIR",
+        help="write a clip and a snapshot of every action here (docs/evidence.md); the event list plays them. "
+        "Remembered in the settings; --evidence '' turns it off",
+    )
+    parser.add_argument(
         "--settings",
         metavar="PATH",
         help="keep the window's settings in this INI file instead of the per-user location (also $DCRN_GUI_SETTINGS)",
@@ -31,4 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from dcrn.app.gui.main import run_gui  # Qt is imported only when the window is wanted
 
-    return run_gui(args.source, args.model, backend=args.backend, device=args.device, settings_path=args.settings)
+    return run_gui(
+        args.source,
+        args.model,
+        backend=args.backend,
+        device=args.device,
+        settings_path=args.settings,
+        evidence=args.evidence,
+    )

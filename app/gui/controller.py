@@ -160,7 +160,12 @@ class Controller(QObject):
         self.settings.source = source or self.settings.source or DEMO_SOURCE
         self.settings.model = model or self.settings.model or "default"
         spec = SessionSpec(
-            self.settings.source, self.settings.model, self.backend, self.device, timeout_s=self.timeout_s
+            self.settings.source,
+            self.settings.model,
+            self.backend,
+            self.device,
+            timeout_s=self.timeout_s,
+            evidence_dir=self.settings.evidence_dir or None,
         )
         worker = EngineWorker(spec, self)
         queued = Qt.ConnectionType.QueuedConnection
@@ -295,7 +300,10 @@ class Controller(QObject):
             self.window.show_model_notice(None)
         else:
             detail = redact_text(str(record.get("detail", "") or ""), worker.spec.source)
-        self._event(name, detail, wall=record.get("wall"), pts=record.get("pts"), stream=str(record.get("stream", "")))
+        folder = Path(worker.spec.evidence_dir or ".")  # evidence: `clip` / `snapshot` are relative to it
+        files = {key: str(folder / record[key]) for key in ("clip", "snapshot") if record.get(key)}
+        stream = str(record.get("stream", ""))
+        self._event(name, detail, wall=record.get("wall"), pts=record.get("pts"), stream=stream, **files)
         if name == "stream_lost":
             self._set_status("reconnecting")
         elif name == "stream_restored":
@@ -377,8 +385,8 @@ class Controller(QObject):
         self.status = status
         self.window.set_status(status)
 
-    def _event(self, name: str, detail: str, *, wall=None, pts=None, stream: str = "") -> None:
-        row = EventRow(float(wall) if wall is not None else time.time(), name, detail, stream, pts)
+    def _event(self, name: str, detail: str, *, wall=None, pts=None, stream: str = "", clip="", snapshot="") -> None:
+        row = EventRow(float(wall) if wall is not None else time.time(), name, detail, stream, pts, clip, snapshot)
         self.window.add_event(row)
 
     def _refresh(self) -> None:

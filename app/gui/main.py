@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from PyQt6.QtCore import QTimer
 from PyQt6.QtGui import QKeySequence
@@ -56,12 +57,24 @@ def wire_shortcuts(window: MainWindow) -> None:
         window.addAction(action)  # active while the window has focus, menu open or not
 
 
-def build(settings_path: str | os.PathLike | None = None, *, backend: str = "auto", device: str = "auto") -> Gui:
-    """The application, window and controller, wired; nothing started yet."""
+def build(
+    settings_path: str | os.PathLike | None = None,
+    *,
+    backend: str = "auto",
+    device: str = "auto",
+    evidence: str | None = None,
+) -> Gui:
+    """The application, window and controller, wired; nothing started yet.
+
+    ``evidence``: the folder for clips and snapshots of actions (kept in the settings; "" turns it off,
+    None keeps the remembered one).
+    """
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("DCRN Live")
     window = MainWindow()
     controller = Controller(window, SettingsStore(settings_path), backend=backend, device=device)
+    if evidence is not None:
+        controller.settings.evidence_dir = str(Path(evidence).expanduser().resolve()) if evidence else ""
     wire_shortcuts(window)
     return Gui(app, window, controller)  # type: ignore[arg-type]
 
@@ -101,9 +114,10 @@ def run_gui(
     backend: str = "auto",
     device: str = "auto",
     settings_path: str | os.PathLike | None = None,
+    evidence: str | None = None,
 ) -> int:
     """Open the window and start on ``source`` / ``model`` (default: the last ones used); returns 0."""
-    gui = build(settings_path, backend=backend, device=device)
+    gui = build(settings_path, backend=backend, device=device, evidence=evidence)
     gui.app.setQuitOnLastWindowClosed(True)
     gui.window.show()
     gui.controller.start(source=source, model=model)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from PyQt6.QtCore import QByteArray, QSettings, QStandardPaths
 
-from dcrn.engine.redact import without_secrets  # passwords come from $DCRN_CREDENTIALS (docs/SECURITY.md)
+from dcrn.app.gui.worker import (
+    without_secrets,
+)  # the engine's, through the bridge; passwords come from $DCRN_CREDENTIALS (docs/SECURITY.md)
 
 ORGANIZATION = "DCRN Live"
 APPLICATION = "dcrn-gui"
@@ -41,6 +43,7 @@ class GuiSettings:
     snapshot_dir: str = field(default_factory=default_snapshot_dir)
     geometry: bytes = b""  # QMainWindow.saveGeometry()
     teach_dataset: str = field(default_factory=default_teach_dataset)  # the Teach panel's data set folder
+    evidence_dir: str = ""  # clips and snapshots of actions go here ("" -> none); `dcrn gui --evidence DIR`
 
     def remember_source(self, url: str) -> None:
         self.recent_sources = _push(self.recent_sources, url)
@@ -75,6 +78,7 @@ class SettingsStore:
             snapshot_dir=str(s.value("snapshots/dir", defaults.snapshot_dir)),
             geometry=bytes(geometry) if isinstance(geometry, QByteArray) else b"",
             teach_dataset=str(s.value("teach/dataset", defaults.teach_dataset)),
+            evidence_dir=str(s.value("evidence/dir", defaults.evidence_dir) or ""),
         )
 
     def save(self, settings: GuiSettings) -> None:
@@ -86,6 +90,7 @@ class SettingsStore:
         s.setValue("snapshots/dir", settings.snapshot_dir)
         s.setValue("window/geometry", QByteArray(settings.geometry))
         s.setValue("teach/dataset", settings.teach_dataset)
+        s.setValue("evidence/dir", settings.evidence_dir)
         s.sync()
         _owner_only(Path(s.fileName()))  # recent URLs may hold passwords
 

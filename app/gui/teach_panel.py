@@ -15,6 +15,7 @@ from PyQt6.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
     QFileDialog,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -26,6 +27,7 @@ from PyQt6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QTreeWidget,
     QTreeWidgetItem,
@@ -48,6 +50,7 @@ class TrainResult:
     model: str  # where the model was saved
     seconds: float
     details: str = ""  # the full text summary (tooltip)
+    warning: str = ""  # not clearly better than chance: why, and what to do (the stream keeps its model)
 
     def html(self) -> str:
         esc = html.escape
@@ -66,7 +69,11 @@ class TrainResult:
                 rows.append(f"<tr><th {cell}>{esc(_short(name))}</th>{cells}</tr>")
             table = f"<table cellspacing='0'>{''.join(rows)}</table>"
         saved = f"Trained in {self.seconds:.1f} s, saved as {esc(self.model)}"
-        return f"<p>{head}</p>{table}<p>{saved}</p>"
+        warn = ""
+        if self.warning:
+            text = esc(self.warning).replace("\n", "<br>")
+            warn = f"<p style='color: #b42318;'><b>Not used yet.</b> {text}</p>"
+        return f"<p>{head}</p>{table}<p>{saved}</p>{warn}"
 
 
 def _short(name: str, width: int = 10) -> str:
@@ -94,6 +101,7 @@ class TeachPanel(QWidget):
     cut_requested = pyqtSignal()
     train_requested = pyqtSignal()
     cancel_requested = pyqtSignal()
+    use_anyway_requested = pyqtSignal()  # the user's yes to a model not clearly better than chance
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -155,6 +163,9 @@ class TeachPanel(QWidget):
         self.train.setToolTip("Train a model on these clips; the stream switches to it when done")
         self.train.setStyleSheet("QPushButton { font-weight: bold; }")
         self.cancel = QPushButton("Cancel")
+        self.use_anyway = QPushButton("Use it anyway")
+        self.use_anyway.setToolTip("Switch the stream to this model although it is not clearly better than chance")
+        self.use_anyway.setVisible(False)
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.setFormat("")
@@ -227,13 +238,24 @@ class TeachPanel(QWidget):
         train_row.addWidget(self.cancel)
         train.addLayout(train_row)
         train.addWidget(self.report)
+        train.addWidget(self.use_anyway)
 
+        # the data set, labels and clips scroll; Train, its report and the errors stay in view below them
+        upper = QWidget()
+        upper_layout = QVBoxLayout(upper)
+        upper_layout.setContentsMargins(0, 0, 0, 0)
+        for box in (dataset_box, labels_box, clips_box, self.cut_box):
+            upper_layout.addWidget(box)
+        upper_layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(upper)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        for box in (dataset_box, labels_box, clips_box, self.cut_box, train_box):
-            layout.addWidget(box)
+        layout.addWidget(self.scroll, 1)
+        layout.addWidget(train_box)
         layout.addWidget(self.message)
-        layout.addStretch(1)
 
     def _connect(self) -> None:
         self.new_dataset.clicked.connect(self.browse_new_dataset)
@@ -251,6 +273,7 @@ class TeachPanel(QWidget):
         self.cut.clicked.connect(self.cut_requested)
         self.train.clicked.connect(self.train_requested)
         self.cancel.clicked.connect(self.cancel_requested)
+        self.use_anyway.clicked.connect(self.use_anyway_requested)
 
     # -- display, called by the teach controller ------------------------------------------------------
     def set_dataset(self, path: str, labels: list[str], counts: dict[str, int], clips: list[ClipRow]) -> None:
@@ -324,12 +347,14 @@ class TeachPanel(QWidget):
         self.progress.setFormat("Done" if ok else "Not trained")
         self.report.setText(html.escape(text).replace("\n", "<br>"))
         self.report.setToolTip("")
+        self.use_anyway.setVisible(False)
 
     def set_result(self, result: TrainResult) -> None:
         """A finished training: accuracy, confusion matrix and where the model went."""
         self.set_report("")
         self.report.setText(result.html())
         self.report.setToolTip(result.details)
+        self.use_anyway.setVisible(bool(result.warning))
 
     def show_message(self, text: str, *, error: bool = False) -> None:
         self.message.setStyleSheet("color: #b42318;" if error else "")

@@ -19,6 +19,11 @@ STATUS_COLORS = {
     "error": QColor(170, 30, 30),
 }
 
+# A stream that no longer runs: the last frame is dimmed and this text written across it (the last
+# prediction stays on top, fully opaque, so it can still be read over a busy picture).
+OVER_TEXT = {"ended": "Stream ended", "stopped": "Stopped", "error": "Not running"}
+DIM = QColor(0, 0, 0, 150)
+
 
 @dataclass
 class Recording:
@@ -75,6 +80,11 @@ class VideoView(QWidget):
         self.overlay = Overlay(status=self.overlay.status, source=self.overlay.source)
         self.update()
 
+    @property
+    def caption(self) -> str:
+        """The text written across the last frame once the stream no longer runs ("" while it does)."""
+        return OVER_TEXT.get(self.overlay.status, "") if self.image is not None else ""
+
     def snapshot(self) -> QImage | None:
         """The current frame at its own resolution with the overlay drawn on it."""
         if self.image is None:
@@ -98,6 +108,16 @@ class VideoView(QWidget):
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             painter.drawImage(target, self.image)
             self.frames_painted += 1
+            if self.caption:
+                painter.fillRect(target, DIM)
+                font = _font(target, 0.07)
+                metrics = QFontMetrics(font)
+                width = metrics.horizontalAdvance(self.caption) + 2 * _pad(font)
+                height = metrics.height() + 2 * _pad(font)
+                center = target.center()
+                _badge(
+                    painter, center.x() - width // 2, center.y() - height // 2, self.caption, font, QColor(0, 0, 0, 200)
+                )
         else:
             painter.setPen(QColor(170, 170, 170))
             painter.setFont(_font(self.rect(), 0.04, bold=False))
@@ -150,9 +170,10 @@ def paint_overlay(painter: QPainter, rect: QRect, overlay: Overlay) -> None:
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     margin = max(6, rect.height() // 40)
     if overlay.label:
-        # the last prediction stays readable but faded while no new frames arrive
-        painter.setOpacity(1.0 if overlay.status == "live" else 0.6)
-        text = f"{overlay.label}  {overlay.score * 100:.0f}%"
+        # the last prediction stays readable: faded while frames are late, marked "last" once the stream is over
+        over = overlay.status in OVER_TEXT
+        painter.setOpacity(1.0 if overlay.status == "live" or over else 0.75)
+        text = f"{'last: ' if over else ''}{overlay.label}  {overlay.score * 100:.0f}%"
         font = _font(rect, 0.065)
         _badge(painter, rect.left() + margin, rect.top() + margin, text, font, QColor(0, 0, 0, 170))
         # a thin confidence bar under the label

@@ -6,8 +6,10 @@ display methods (``show_frame``, ``set_status``, ``show_error``, ...) on the GUI
 
 from __future__ import annotations
 
-from PyQt6.QtCore import Qt, pyqtSignal
-from PyQt6.QtGui import QAction, QCloseEvent, QImage
+from pathlib import Path
+
+from PyQt6.QtCore import Qt, QUrl, pyqtSignal
+from PyQt6.QtGui import QAction, QCloseEvent, QDesktopServices, QImage
 from PyQt6.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -16,7 +18,6 @@ from PyQt6.QtWidgets import (
     QLabel,
     QMainWindow,
     QPushButton,
-    QScrollArea,
     QSplitter,
     QTabWidget,
     QToolButton,
@@ -24,6 +25,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from .clip_player import ClipPlayer
 from .event_list import EventList, EventRow
 from .source_panel import Choice, SourcePanel
 from .teach_panel import TeachPanel
@@ -122,6 +124,7 @@ class MainWindow(QMainWindow):
         self.latency_label = QLabel("latency –")
         self.dropped_label = QLabel("dropped 0")
         self.actions: dict[str, QAction] = {}
+        self.player: ClipPlayer | None = None  # the evidence clip playing, if any
         self._build_layout()
         self._build_actions()
         self.panel.source_chosen.connect(self.source_chosen)
@@ -133,6 +136,8 @@ class MainWindow(QMainWindow):
         self.save_events_button.clicked.connect(self.browse_save_events)
         self.clear_events_button.clicked.connect(self.events.clear_events)
         self.notice.teach_requested.connect(self.show_teach)
+        self.events.clip_requested.connect(self.play_clip)
+        self.events.file_requested.connect(self.open_file_outside)
 
     def _build_layout(self) -> None:
         left = QWidget()
@@ -149,7 +154,7 @@ class MainWindow(QMainWindow):
         source_layout = QVBoxLayout(source_box)
         source_layout.addWidget(self.panel)
         source_layout.addLayout(buttons)
-        top_box = QGroupBox("Top 5")
+        top_box = self.top_box = QGroupBox(f"Top {self.bars.count}")
         QVBoxLayout(top_box).addWidget(self.bars)
         events_box = QGroupBox("Events")
         live = QWidget()  # the Live tab: what the model sees now, and what happened
@@ -170,16 +175,10 @@ class MainWindow(QMainWindow):
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 6, 6, 6)
         right_layout.addWidget(source_box)
-        teach_scroll = QScrollArea()
-        teach_scroll.setWidget(self.teach)
-        teach_scroll.setWidgetResizable(True)
-        teach_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.tabs.addTab(live, "Live")
-        self.tabs.addTab(teach_scroll, "Teach")
-        self.teach_tab = teach_scroll
-        self.tabs.currentChanged.connect(
-            lambda _i: self.tabs.currentWidget() is teach_scroll and self.teach_shown.emit()
-        )
+        self.tabs.addTab(self.teach, "Teach")  # it scrolls its upper part itself; Train stays in view
+        self.teach_tab = self.teach
+        self.tabs.currentChanged.connect(lambda _i: self.tabs.currentWidget() is self.teach and self.teach_shown.emit())
         right_layout.addWidget(self.tabs, 1)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -242,6 +241,9 @@ class MainWindow(QMainWindow):
     def show_frame(self, image: QImage, overlay: Overlay, top: list) -> None:
         self.view.show_frame(image, overlay)
         self.bars.set_top(top)
+        title = f"Top {self.bars.count}"  # a two-class model: "Top 2", two bars
+        if self.top_box.title() != title:
+            self.top_box.setTitle(title)
 
     def set_running(self, running: bool) -> None:
         self.start_stop.setText("Stop" if running else "Start")
@@ -289,6 +291,21 @@ class MainWindow(QMainWindow):
         else:
             self.tabs.setCurrentWidget(self.teach_tab)  # currentChanged emits teach_shown
 
+    def play_clip(self, path: str) -> ClipPlayer | None:
+        """Play an event's evidence clip in a small window of its own (one at a time)."""
+        if not Path(path).is_file():  # written under a .partial name until its post-roll has passed
+            self.notify(f"The clip is not complete yet: {Path(path).name}")
+            return None
+        if self.player is not None:
+            self.player.close()
+        self.player = ClipPlayer(path, self)
+        self.player.show()
+        return self.player
+
+    def open_file_outside(self, path: str) -> None:
+        if not Path(path).is_file() or not QDesktopServices.openUrl(QUrl.fromLocalFile(path)):
+            self.notify(f"Cannot open {Path(path).name}")
+
     def notify(self, text: str, ms: int = 5000) -> None:
         self.statusBar().showMessage(text, ms)
 
@@ -315,5 +332,7 @@ class MainWindow(QMainWindow):
         self.panel.url.selectAll()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.player is not None:
+            self.player.close()
         self.closing.emit()
         super().closeEvent(event)

@@ -35,7 +35,7 @@ from dcrn.engine.frames import Frame
 from dcrn.engine.pipeline import Pipeline, PipelineConfig
 from dcrn.engine.postprocess import PostprocessConfig
 from dcrn.engine.recorder import MIN_KEEP_S, ClipRecorder, record_clips
-from dcrn.engine.redact import redact
+from dcrn.engine.redact import redact, without_secrets
 from dcrn.engine.sources.camera import probe_cameras
 from dcrn.models.errors import DcrnError
 
@@ -57,6 +57,7 @@ __all__ = [
     "record_clips",
     "redact",
     "redact_text",
+    "without_secrets",
 ]
 
 
@@ -70,6 +71,7 @@ class SessionSpec:
     device: str = "auto"
     loop: bool = False  # video files play once and end (status 'ended'); True restarts them
     timeout_s: float = 5.0  # network sources: open timeout, and no frame for this long -> the stream is lost
+    evidence_dir: str | None = None  # clips and snapshots of actions (docs/evidence.md); None: none
 
 
 @dataclass
@@ -161,6 +163,7 @@ class EngineWorker(QObject):
                 stats_interval_s=STATS_INTERVAL_S,
                 postprocess=PostprocessConfig(top_k=TOP_K),
                 threads=1,  # as `dcrn run`: the capture, pipeline and Qt threads share the cores
+                evidence_dir=self.spec.evidence_dir,  # events then name their `clip` and `snapshot`
             )
             pipeline = Pipeline(config, on_frame=self._on_frame, on_record=self._on_record)
             with self._lock:

@@ -1,4 +1,8 @@
-"""``stdout``: JSON lines, or ``?format=text`` human-readable lines (``&every=N`` predictions)."""
+"""``stdout``: JSON lines, or ``?format=text`` human-readable lines (``&every=N`` predictions).
+
+The text format starts with one header line (``#`` first) naming its columns: stream, frame, pts, then
+the label and score of a prediction (the runners-up in brackets) or ``>>>`` and an event.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,14 @@ class StdoutSink(Sink):
         self._stream = stream
         self._seen: dict[str, int] = {}
 
+    def open(self) -> StdoutSink:
+        opening = self._handle is None
+        super().open()
+        if opening and self.text:  # once per open: the columns of the lines below
+            with self._lock:
+                self._write_line(text_header())
+        return self
+
     def _open(self) -> TextIO:
         return self._stream or sys.stdout
 
@@ -45,6 +57,11 @@ class StdoutSink(Sink):
             super()._write_line(line)
         except BrokenPipeError:  # `dcrn run | head`: the reader left; stop writing to it quietly
             self._handle = open(os.devnull, "w")  # noqa: SIM115 - owned by the sink until close()
+
+
+def text_header() -> str:
+    """The header line of ``format=text``: its columns, aligned with :func:`text_line`'s."""
+    return f"# {'stream':<7} {'frame':>6} {'pts':>9}  {'label / event':<14} score  (next best)\n"
 
 
 def text_line(record: dict) -> str:

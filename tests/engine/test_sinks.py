@@ -88,8 +88,27 @@ def test_stdout_json_and_text():
     with StdoutSink(text=True, stream=out) as sink:
         sink.write(PREDICTION)
         sink.write(EVENT)
-    first, second = out.getvalue().splitlines()
-    assert "wave" in first and "0.93" in first and "action_started wave" in second
+    header, first, second = out.getvalue().splitlines()
+    assert header.startswith("#") and "wave" in first and "0.93" in first and "action_started wave" in second
+
+
+def test_stdout_text_names_its_columns_once_at_open():
+    out = io.StringIO()
+    sink = parse_sink("stdout?format=text")
+    sink._stream = out
+    with sink:
+        assert out.getvalue().count("\n") == 1  # the header is there before any record
+        sink.write(PREDICTION)
+        sink.write(PREDICTION)
+        sink.open()  # already open: no second header
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("#") and lines.count(lines[0]) == 1
+    assert all(name in lines[0] for name in ("stream", "frame", "pts", "label", "score"))
+    assert len(lines) == 3 and not lines[1].startswith("#")
+    json_out = io.StringIO()
+    with StdoutSink(stream=json_out) as sink:  # JSON lines stay pure JSON: no header
+        sink.write(PREDICTION)
+    assert json.loads(json_out.getvalue())["label"] == "wave"
 
 
 def test_a_path_that_cannot_be_written_fails_at_open(tmp_path):
