@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
+import textwrap
 from pathlib import Path
 
 from dcrn.app.argtypes import positive_int, thread_count, writable_file, writable_folder
@@ -52,6 +54,11 @@ def main(args: argparse.Namespace) -> int:
     for bar in bars.values():
         bar.close()
     print(report.summary())
+    warning = report.warning()
+    if warning:  # one block on stderr, after the report; the model is still written (the user decides)
+        lines = [line for para in warning.split("\n") for line in textwrap.wrap(para, 96)]
+        print("\n".join(["", "WARNING: " + lines[0], *("         " + line for line in lines[1:]), ""]),
+              file=sys.stderr, flush=True)  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")

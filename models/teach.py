@@ -12,7 +12,9 @@ so all that is learned is the linear head, fitted in seconds:
    few values: by recording session when every label was recorded in two sessions or more (clips of one
    session share a background, light and person, so a clip-level split would flatter), otherwise by clip.
    The chosen strength's cross-validated accuracy and confusion matrix are reported; a clip is scored by
-   its last frame's prediction, as ``dcrn eval`` does.
+   its last frame's prediction, as ``dcrn eval`` does. The estimate is *clearly above chance* when the
+   lower end of its 95% Wilson interval over the held-out clips exceeds the majority-label rate
+   (:func:`above_chance`); otherwise the report carries a warning and what to do about it.
 3. **Fit on everything** and save an ordinary checkpoint: ``dcrn run``, ``dcrn eval``, ``dcrn export``
    and the GUI treat it like any other model.
 """
@@ -47,6 +49,7 @@ L2_CHOICES = (0.1, 1.0, 10.0)  # regularisation strengths tried by cross-validat
 DEFAULT_L2 = 1.0  # when there are too few clips to cross-validate
 WARMUP_FRAMES = 8  # frames at a clip's start left out of the fit: the memory has seen too little yet
 MAX_FOLDS = 5
+CHANCE_Z = 1.96  # the Wilson interval's z: 95% two-sided, a margin for picking the best of L2_CHOICES
 FEATURE_RECIPE = 2  # bump when the features change, so stale caches are not reused
 
 
@@ -77,6 +80,23 @@ class TeachReport:
     confusion: list[list[int]] = field(default_factory=list)
     seconds: float = 0.0
     cv_folds: list[float] = field(default_factory=list)
+    chance: float | None = None  # the majority-label rate: what always guessing the biggest label scores
+    cv_lower: float | None = None  # lower end of the 95% Wilson interval of cv_accuracy over the clips
+    above_chance: bool | None = None  # cv_lower > chance; None when not estimated
+
+    def warning(self) -> str:
+        """What to tell the user when the model is not clearly better than guessing ("" when it is)."""
+        if self.above_chance is not False:
+            return ""
+        n = sum(self.clips_per_label.values())
+        return (
+            f"this model is not clearly better than chance: cross-validated accuracy {self.cv_accuracy:.2f} "
+            f"over {n} clips (95% lower bound {self.cv_lower:.2f}) does not exceed chance {self.chance:.2f} "
+            f"(always guessing the biggest label).\n"
+            "It may predict no better than a guess. To fix it: record more clips of each label (5-10), make them "
+            "more varied (other people, places, light, distances), or choose labels that differ in how things "
+            "move (it cannot tell poses held still apart)."
+        )
 
     def summary(self) -> str:
         lines = [
@@ -96,6 +116,8 @@ class TeachReport:
             lines.append(" " * (width + 2) + " ".join(f"{i:>3}" for i in range(len(self.labels))))
             for i, (name, row) in enumerate(zip(self.labels, self.confusion, strict=True)):
                 lines.append(f"{i:>2} {name:<{width}} " + " ".join(f"{v:>3}" for v in row))
+            verdict = "yes" if self.above_chance else "NO"
+            lines.append(f"above chance ({self.chance:.2f}): {verdict}, 95% lower bound {self.cv_lower:.2f}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -109,6 +131,10 @@ class TeachReport:
             "cv_split": self.cv_split,
             "confusion": self.confusion,
             "seconds": round(self.seconds, 2),
+            "chance": self.chance,
+            "cv_lower_bound": self.cv_lower,
+            "above_chance": self.above_chance,
+            "warning": self.warning() or None,
         }
 
 
@@ -163,10 +189,35 @@ def teach(options: TeachOptions) -> TeachReport:
         confusion=confusion.tolist(),
         cv_folds=[round(v, 4) for v in per_fold],
     )
+    if accuracy is not None:
+        correct, counts = int(np.sum(pred == labels)), list(report.clips_per_label.values())
+        report.chance = round(chance_rate(counts), 4)
+        report.cv_lower = round(wilson_lower(correct, len(labels)), 4)
+        report.above_chance = above_chance(correct, len(labels), counts)
     report.seconds = time.monotonic() - started
     save_checkpoint(options.out, model, meta={"taught": report.to_dict(), "data": str(options.data)})
     log.info("saved %s", options.out)
     return report
+
+
+def chance_rate(clips_per_label: Sequence[int]) -> float:
+    """What a model that always guesses the biggest label scores: 1 / labels when they are balanced."""
+    return max(clips_per_label) / sum(clips_per_label)
+
+
+def wilson_lower(correct: int, total: int, z: float = CHANCE_Z) -> float:
+    """Lower end of the Wilson score interval of a proportion ``correct / total`` (0 when total is 0)."""
+    if total <= 0:
+        return 0.0
+    p = correct / total
+    centre = p + z * z / (2 * total)
+    spread = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return float(max(0.0, (centre - spread) / (1 + z * z / total)))
+
+
+def above_chance(correct: int, total: int, clips_per_label: Sequence[int], z: float = CHANCE_Z) -> bool:
+    """Clearly better than guessing: the held-out accuracy's Wilson lower bound exceeds the majority rate."""
+    return wilson_lower(correct, total, z) > chance_rate(clips_per_label)
 
 
 def _dataset_index(root: Path, min_clips: int) -> DataIndex:

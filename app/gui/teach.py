@@ -5,7 +5,7 @@ talks to it only through :class:`TeachHost`. Clips are recorded from the frames 
 window (a :class:`~.teach_jobs.ClipTap` on the engine thread, a writer thread in the recorder); finishing,
 cutting and training run as :class:`~.teach_jobs.Job` threads. When training ends, the running stream
 switches to the new model between two frames (:meth:`TeachHost.use_model`) and the model joins the model
-chooser.
+chooser; a model not clearly better than chance waits for the user's "Use it anyway".
 """
 
 from __future__ import annotations
@@ -22,8 +22,19 @@ from PyQt6.QtCore import QObject, Qt, QTimer
 from dcrn.models.errors import DcrnError
 from dcrn.models.teach_data import ClipInfo, TeachDataset, new_session_id
 
-from .source_panel import DEMO_SOURCE
-from .teach_jobs import MIN_KEEP_S, ClipRecorder, ClipTap, Job, cut_clip, finish_clip, train_model
+from .teach_jobs import (
+    MIN_KEEP_S,
+    ClipRecorder,
+    ClipTap,
+    Job,
+    clip_note,
+    cut_clip,
+    display_path,
+    finish_clip,
+    is_file_source,
+    model_path_for,
+    train_model,
+)
 from .teach_panel import ClipRow, TeachPanel, TrainResult
 from .video_view import Recording, VideoView
 from .worker import Frame, SessionSpec, redact
@@ -34,15 +45,6 @@ TICK_MS = 1000  # countdown step
 OVERDUE_S = 5.0  # a clip that has not filled this long after its length (stalled stream) ends anyway
 FALLBACK_FPS = 30.0  # recording rate when neither the source nor the display knows one
 QUEUED = Qt.ConnectionType.QueuedConnection  # signals of other threads reach the GUI thread's loop
-
-
-def is_file_source(uri: str) -> bool:
-    return bool(uri) and not uri.startswith(DEMO_SOURCE) and "://" not in uri and Path(uri).is_file()
-
-
-def model_path_for(dataset: Path) -> Path:
-    """Where a data set's taught model goes: next to the folder (inside, it would read as a class)."""
-    return dataset.parent / f"{dataset.name}.pt"
 
 
 class TeachHost(Protocol):
@@ -114,6 +116,7 @@ class TeachController(QObject):
         self.jobs: list[Job] = []
         self.train_job: Job | None = None
         self.last_report = None  # the newest TeachReport
+        self.pending_model: str | None = None  # taught, not above chance: used only on the user's yes
         self._counting = 0  # countdown seconds left
         self._clip_started = 0.0
         self.timer = QTimer(self)
@@ -136,6 +139,7 @@ class TeachController(QObject):
         p.cut_requested.connect(self.cut)
         p.train_requested.connect(self.train)
         p.cancel_requested.connect(self.cancel_training)
+        p.use_anyway_requested.connect(self.use_anyway)
 
     # -- data set and labels -------------------------------------------------------------------------
     def ensure_dataset(self) -> TeachDataset | None:
@@ -163,10 +167,10 @@ class TeachController(QObject):
         if d is None:
             return
         rows = [
-            ClipRow(c.path, c.label, c.frames / c.fps if c.fps else 0.0, _note(c))
+            ClipRow(c.path, c.label, c.frames / c.fps if c.fps else 0.0, clip_note(c))
             for c in sorted(d.clips, key=lambda c: (d.labels.index(c.label), c.path))
         ]
-        self.panel.set_dataset(_display_path(d.root), list(d.labels), d.counts(), rows)
+        self.panel.set_dataset(display_path(d.root), list(d.labels), d.counts(), rows)
 
     def add_label(self, name: str) -> None:
         if self._editable() is None:
@@ -398,7 +402,7 @@ class TeachController(QObject):
         job.progress.connect(self.panel.set_progress, QUEUED)
         job.done.connect(self._trained, QUEUED)
         job.failed.connect(self._train_failed, QUEUED)
-        self.train_job = job
+        self.train_job, self.pending_model = job, None
         self.panel.set_training(True)
         self.panel.show_message(f"Training on {sum(dataset.counts().values())} clips…")
         self._run(job)
@@ -419,14 +423,29 @@ class TeachController(QObject):
                 worst_fold=report.cv_worst_fold,
                 split=report.cv_split,
                 confusion=[list(row) for row in report.confusion],
-                model=_display_path(report.out),
+                model=display_path(report.out),
                 seconds=report.seconds,
                 details=report.summary(),
+                warning=report.warning(),
             )
         )
         accuracy = "" if report.cv_accuracy is None else f", cross-validated accuracy {report.cv_accuracy:.0%}"
-        self.panel.show_message(f"Model saved: {_display_path(report.out)}{accuracy}")
+        saved = f"Model saved: {display_path(report.out)}{accuracy}"
+        if report.warning():  # not clearly better than chance: the stream keeps its model until the user says so
+            self.pending_model = str(report.out)
+            self.panel.show_message(f"{saved}, not clearly better than chance: not used", error=True)
+            self.host.add_event("model_not_used", f"{report.out.name}: not clearly better than chance")
+            return
+        self.panel.show_message(saved)
         self.host.use_model(str(report.out))
+
+    def use_anyway(self) -> None:
+        """The user's yes to a taught model that is not clearly better than chance: switch to it now."""
+        model, self.pending_model = self.pending_model, None
+        if model is not None:
+            self.panel.use_anyway.setVisible(False)
+            self.panel.show_message(f"Using {display_path(model)} although it is not clearly better than chance")
+            self.host.use_model(model)
 
     def _train_failed(self, message: str) -> None:
         cancelled = self.train_job is not None and self.train_job.cancel_event.is_set()
@@ -474,18 +493,3 @@ class TeachController(QObject):
         self.jobs = [j for j in self.jobs if j.running]
         self.jobs.append(job)
         job.start()
-
-
-def _note(clip: ClipInfo) -> str:
-    if clip.cut is not None:
-        return f"cut {clip.cut[0]:.2f}-{clip.cut[1]:.2f} s from {clip.source}"
-    return f"recorded {clip.recorded[:19].replace('T', ' ')} UTC from {clip.source}"
-
-
-def _display_path(path: str | Path) -> str:
-    """``~/dcrn-teach/my-actions`` for a path in the home folder; other paths as they are."""
-    path, home = Path(path), Path.home()
-    try:
-        return str(Path("~") / path.relative_to(home))
-    except ValueError:
-        return str(path)

@@ -8,6 +8,9 @@ Everything it learns reaches the GUI thread through Qt signals (queued across th
   enough, then says ``full``.
 - :class:`Job` runs one function on a plain thread (finish a clip, cut a clip from a file, train) with
   ``progress(stage, done, total)``, ``done(result)`` and ``failed(message)``.
+
+and a few path helpers the teach controller shows or decides with (``display_path``, ``is_file_source``,
+``model_path_for``, ``clip_note``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,22 @@ from PyQt6.QtCore import QObject, pyqtSignal
 from dcrn.models.errors import DcrnError
 from dcrn.models.teach_data import ClipInfo, TeachDataset
 
+from .source_panel import DEMO_SOURCE
 from .worker import MIN_KEEP_S, ClipRecorder, Frame, record_clips, redact
 
-__all__ = ["MIN_KEEP_S", "ClipRecorder", "ClipTap", "Job", "cut_clip", "finish_clip", "train_model"]
+__all__ = [
+    "MIN_KEEP_S",
+    "ClipRecorder",
+    "ClipTap",
+    "Job",
+    "clip_note",
+    "cut_clip",
+    "display_path",
+    "finish_clip",
+    "is_file_source",
+    "model_path_for",
+    "train_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +172,29 @@ def train_model(dataset: Path, out: Path) -> Callable[[Job], object]:
         return teach(TeachOptions(data=dataset, out=out, progress=job.report, cancel=job.cancel_event))
 
     return run
+
+
+def clip_note(clip: ClipInfo) -> str:
+    """Where a clip came from, for its tooltip: "cut 12.00-15.00 s from talk.mp4", "recorded ... UTC from ..."."""
+    if clip.cut is not None:
+        return f"cut {clip.cut[0]:.2f}-{clip.cut[1]:.2f} s from {clip.source}"
+    return f"recorded {clip.recorded[:19].replace('T', ' ')} UTC from {clip.source}"
+
+
+def display_path(path: str | Path) -> str:
+    """``~/dcrn-teach/my-actions`` for a path in the home folder; other paths as they are."""
+    path, home = Path(path), Path.home()
+    try:
+        return str(Path("~") / path.relative_to(home))
+    except ValueError:
+        return str(path)
+
+
+def is_file_source(uri: str) -> bool:
+    """A video file on disk (not the demo stream, a camera or a URL): clips can be cut from it."""
+    return bool(uri) and not uri.startswith(DEMO_SOURCE) and "://" not in uri and Path(uri).is_file()
+
+
+def model_path_for(dataset: Path) -> Path:
+    """Where a data set's taught model goes: next to the folder (inside, it would read as a class)."""
+    return dataset.parent / f"{dataset.name}.pt"

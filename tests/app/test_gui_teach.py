@@ -27,6 +27,7 @@ from dcrn.engine.recorder import ClipRecorder
 from dcrn.models import DCRN, DCRNConfig, save_checkpoint, shipped_models
 from dcrn.models.synth import SyntheticActionStream
 from dcrn.models.teach_data import BACKGROUND_LABEL, TeachDataset
+from tests.models.test_teach import camera_clip  # clips of a textured scene panning left, right or still
 
 pytestmark = pytest.mark.gui
 
@@ -169,6 +170,9 @@ def test_record_two_clips_per_label_train_and_the_stream_switches_to_the_taught_
     out = tmp_path / "teach" / "my-actions.pt"
     assert report.out == out and out.is_file()
     assert "accuracy" in gui.window.teach.report.text()
+    if report.above_chance is False:  # the demo stream's clips carry no label: 2 each may not beat chance
+        assert gui.controller.settings.model == model, "not used without the user's yes"
+        qtbot.mouseClick(gui.window.teach.use_anyway, Qt.MouseButton.LeftButton)
 
     qtbot.waitUntil(lambda: "model_changed" in [r.event for r in gui.window.events.rows], timeout=10_000)
     qtbot.waitUntil(lambda: gui.window.view.overlay.label in (BACKGROUND_LABEL, "wave"), timeout=10_000)
@@ -308,3 +312,64 @@ def test_a_model_handed_over_while_the_stream_starts_takes_over_once_it_runs(qtb
     qtbot.waitUntil(lambda: gui.window.view.overlay.label in ("knock", "door"), timeout=5000)
     assert gui.controller.worker is worker
     assert not gui.window.banner.isVisible()
+
+
+def write_motion_dataset(root: Path, motions: dict[str, tuple[int, int]], clips: int, *, same: bool = False) -> None:
+    """``clips`` clips of a textured scene per label, panning as ``motions`` says, written straight to disk.
+
+    ``same``: every label gets the very same clips (the first label's motion), so nothing tells them apart.
+    """
+    dataset = TeachDataset.open_or_create(root)
+    for n, (label, motion) in enumerate(motions.items()):
+        if label not in dataset.labels:
+            dataset.add_label(label)
+        for k in range(clips):
+            seed = 10 * k + (0 if same else n)
+            recorder = ClipRecorder(dataset, label, fps=30.0, source="synthetic:", session="test")
+            for frame in camera_clip(seed, next(iter(motions.values())) if same else motion, frames=20):
+                recorder.write(frame, wait=True)
+            recorder.finish()
+
+
+def train_in_window(qtbot, gui: Gui, model: str):
+    gui.controller.start(source="synthetic:", model=model)
+    wait_for_predictions(qtbot, gui)
+    gui.window.show_teach()
+    qtbot.mouseClick(gui.window.teach.train, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: gui.controller.teach.train_job is None, timeout=120_000)
+    report = gui.controller.teach.last_report
+    assert report is not None, gui.window.teach.message.text()
+    return report
+
+
+def events(gui: Gui) -> list[str]:
+    return [r.event for r in gui.window.events.rows]
+
+
+def test_a_model_no_better_than_chance_is_not_used_until_the_user_says_so(qtbot, gui, model, tmp_path):
+    pytest.importorskip("dcrn.models.teach")
+    write_motion_dataset(tmp_path / "teach" / "my-actions", {BACKGROUND_LABEL: (3, 0), "wave": (3, 0)}, 3, same=True)
+    report = train_in_window(qtbot, gui, model)
+    panel = gui.window.teach
+    assert report.above_chance is False and report.cv_accuracy <= 0.5
+    assert "not clearly better than chance" in panel.report.text() and "more clips" in panel.report.text()
+    assert "not used" in panel.message.text()
+    assert not panel.use_anyway.isHidden(), "the user is asked, without a modal dialog"
+    assert "model_not_used" in events(gui)
+    qtbot.wait(500)
+    assert "model_changed" not in events(gui) and gui.controller.settings.model == model, "the stream keeps its model"
+
+    qtbot.mouseClick(panel.use_anyway, Qt.MouseButton.LeftButton)  # the user's yes
+    qtbot.waitUntil(lambda: "model_changed" in events(gui), timeout=10_000)
+    assert gui.controller.settings.model == str(report.out)
+    assert panel.use_anyway.isHidden() and gui.controller.teach.pending_model is None
+
+
+def test_a_model_clearly_above_chance_is_used_at_once(qtbot, gui, model, tmp_path):
+    pytest.importorskip("dcrn.models.teach")
+    write_motion_dataset(tmp_path / "teach" / "my-actions", {BACKGROUND_LABEL: (0, 0), "pan": (3, 0)}, 4)
+    report = train_in_window(qtbot, gui, model)
+    assert report.above_chance is True, report.summary()
+    assert gui.window.teach.use_anyway.isHidden() and "not clearly" not in gui.window.teach.report.text()
+    qtbot.waitUntil(lambda: "model_changed" in events(gui), timeout=10_000)
+    assert gui.controller.settings.model == str(report.out) and "model_not_used" not in events(gui)

@@ -14,7 +14,15 @@ import torch
 
 from dcrn.models import load_checkpoint
 from dcrn.models.errors import DataError
-from dcrn.models.teach import FeatureCache, TeachOptions, clip_features, teach
+from dcrn.models.teach import (
+    FeatureCache,
+    TeachOptions,
+    above_chance,
+    chance_rate,
+    clip_features,
+    teach,
+    wilson_lower,
+)
 from dcrn.models.video_io import read_video, write_video
 
 MOTIONS = {"pan_left": (-3, 0), "pan_right": (3, 0), "still": (0, 0)}
@@ -144,8 +152,56 @@ def test_dcrn_teach_command_writes_the_model_and_a_json_report(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "cross-validated accuracy (by clip" in result.stdout
-    assert json.loads(report.read_text())["labels"] == ["pan_left", "pan_right", "still"]
-    assert load_checkpoint(out)[0].config.cell == "flow_memory"
+    stored = json.loads(report.read_text())
+    assert stored["labels"] == ["pan_left", "pan_right", "still"]
+    assert stored["above_chance"] is True and stored["warning"] is None, "three clearly different motions"
+    assert "WARNING" not in result.stderr
+    model, meta = load_checkpoint(out)
+    assert model.config.cell == "flow_memory" and meta["taught"]["above_chance"] is True
+
+
+def make_unlearnable(root: Path, clips_per_label: int) -> Path:
+    """Two labels whose clips are the same videos: nothing tells them apart, so no model beats chance."""
+    for k in range(clips_per_label):
+        frames = camera_clip(10 * k, MOTIONS["pan_left"] if k % 2 else MOTIONS["pan_right"])
+        for label in ("same_a", "same_b"):
+            write_video(root / label / f"clip{k:02d}.mp4", frames, fps=25)
+    return root
+
+
+def test_chance_is_the_majority_rate_and_clearly_above_means_the_wilson_lower_bound_beats_it():
+    assert chance_rate([5, 5]) == 0.5 and chance_rate([3, 3, 3]) == pytest.approx(1 / 3)
+    assert chance_rate([16, 4]) == 0.8, "unbalanced: always guessing the big label scores 0.8"
+    assert wilson_lower(8, 10) == pytest.approx(0.4902, abs=1e-4)  # the textbook 95% interval of 8/10
+    assert wilson_lower(10, 10) == pytest.approx(10 / (10 + 1.96**2))
+    assert wilson_lower(0, 10) == 0.0 and wilson_lower(0, 0) == 0.0
+    assert above_chance(4, 4, [2, 2]), "2 clips per label, all right: just enough evidence"
+    assert not above_chance(3, 4, [2, 2])
+    assert not above_chance(8, 10, [5, 5]), "80% of 10 clips could still be a coin"
+    assert above_chance(17, 20, [10, 10])
+    assert not above_chance(16, 20, [16, 4]), "80% is what guessing the big label gets"
+    assert above_chance(20, 20, [16, 4])
+    assert above_chance(5, 6, [2, 2, 2]) and not above_chance(4, 6, [2, 2, 2])
+
+
+def test_teach_warns_when_the_labels_cannot_be_told_apart_and_says_what_to_do(tmp_path):
+    root = make_unlearnable(tmp_path / "data", 4)
+    out, report = tmp_path / "same.pt", tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "dcrn.app", "teach", "--data", str(root), "--out", str(out), "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("WARNING") == 1 and "not clearly better than chance" in result.stderr
+    assert "more clips" in result.stderr and "varied" in result.stderr and "labels" in result.stderr
+    assert "above chance (0.50): NO" in result.stdout
+    stored = json.loads(report.read_text())
+    assert stored["above_chance"] is False and stored["chance"] == 0.5
+    assert stored["cv_lower_bound"] < 0.5 and "more clips" in stored["warning"]
+    taught = load_checkpoint(out)[1]["taught"]
+    assert taught["above_chance"] is False and taught["cv_accuracy"] <= 0.5
 
 
 def test_dcrn_teach_on_a_missing_folder_is_one_line_and_exit_2(tmp_path):
