@@ -225,7 +225,7 @@ def _bench_one(name: str, plan: _Plan):
         window_fn, report.window_baseline = window_runner(
             runtime, plan.model, device=device, dtype=plan.dtype, window=plan.settings.window, threads=plan.threads
         )
-        inputs = make_inputs(plan.model.config.input_size, plan.settings.frame_pool, device, plan.dtype)
+        inputs = make_inputs(tuple(plan.model.input_shape), plan.settings.frame_pool, device, plan.dtype)
         report.bench = bench_backend(backend, window_fn, inputs, plan.settings, fresh_backend=open_backend)
     finally:
         backend.close()

@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _keypoint_vectors(model, path, max_frames):
+    """The engine's keypoint front end, for models taught on hands or bodies (imported only for them)."""
+    from dcrn.engine.keypoints.front import clip_inputs
+
+    return clip_inputs(model, path, max_frames)
+
+
 def main(args: argparse.Namespace) -> int:
     from dcrn.models.evaluate import EvalOptions, evaluate
     from dcrn.models.report import write_report
@@ -45,6 +52,7 @@ def main(args: argparse.Namespace) -> int:
             device=args.device,
             threads=args.threads,
             progress=not args.no_progress,
+            vectors=_keypoint_vectors,
         )
     )
     summary = {k: result.get(k) for k in ("top1", "top5", "num_clips", "per_frame_accuracy", "mean_delay_s")}

@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="clips needed per label (default 2; 1 trains without an estimate)",
     )
     parser.add_argument("--threads", type=thread_count, default=1, help="CPU threads (default 1)")
+    parser.add_argument(
+        "--flow-only",
+        action="store_true",
+        help="learn from the picture's motion only; do not look for hands and bodies (faster)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -49,8 +54,11 @@ def main(args: argparse.Namespace) -> int:
         bar.count = done - 1
         bar.update()
 
+    from dcrn.engine.keypoints import clip_reader
+
+    keypoints = None if args.flow_only else clip_reader(args.threads)
     report = teach(TeachOptions(data=args.data, out=args.out, cache_dir=args.cache, progress=progress,
-                                min_clips=args.min_clips))  # fmt: skip
+                                min_clips=args.min_clips, keypoints=keypoints))  # fmt: skip
     for bar in bars.values():
         bar.close()
     print(report.summary())

@@ -31,8 +31,8 @@ from dcrn.engine.backends.choice import Backend, BackendChoice, choose_backend, 
 from dcrn.engine.backends.quantize import calibration_for
 from dcrn.engine.evidence.recorder import EvidenceRecorder
 from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, Frame, Roi, StreamEvent
+from dcrn.engine.inputs import ModelInputs
 from dcrn.engine.postprocess import StreamPostprocessor
-from dcrn.engine.preprocess import Preprocessor
 from dcrn.engine.redact import redact
 from dcrn.engine.ring.frame_ring import FrameRing, RingFrame
 from dcrn.engine.run.config import DTYPES, PipelineConfig
@@ -164,15 +164,15 @@ class Pipeline:
         self.labels = tuple(self.model.config.class_names)
         old, self.backend = self.backend, backend
         self.slots = StateSlots(backend, len(self.config.sources), max_gap_s=self.config.max_gap_s)
-        self.preprocess = Preprocessor.from_config(self.model.config, device=backend.device, dtype=backend.dtype)
+        self.inputs = self._model_inputs(self.model, backend)
         path = str(self.meta.get("path", ""))
         for stream in self.streams:
             for record in stream.post.reset():  # running actions end under the labels they started with
                 self._write(record)
             stream.post = StreamPostprocessor(self.labels, self.config.postprocess)
             self.slots.add(stream.name)
-            if stream.capture is not None and stream.capture.resize_to is not None:
-                stream.capture.resize_to = self.model.config.input_size  # capture threads resize for this model
+            if stream.capture is not None and stream.ring.device.type == "cpu":
+                stream.capture.resize_to = self.inputs.resize_to  # capture threads resize for this model
             seq, pts = stream.last
             self._write(model_changed_record(stream.name, seq, pts, path, self.labels))
         if old is not None:
@@ -213,9 +213,7 @@ class Pipeline:
             self.slots = StateSlots(self.backend, len(config.sources), max_gap_s=config.max_gap_s)
             for stream in self.streams:
                 self.slots.add(stream.name)
-            self.preprocess = Preprocessor.from_config(
-                self.model.config, device=self.backend.device, dtype=self.backend.dtype
-            )
+            self.inputs = self._model_inputs(self.model, self.backend)
             log.info(
                 "running %s (%s) on %s with %s (%s) on %s",
                 self.meta.get("path", config.model),
@@ -253,7 +251,10 @@ class Pipeline:
                 roi=roi,
             )
             self.streams.append(stream)  # before Capture: _finish_run closes the source if anything fails
-            resize_to = self.model.config.input_size if ring.device.type == "cpu" else None  # off this thread
+            # off this thread; a keypoint model reads the whole frame
+            resize_to = (
+                self.model.config.input_size if ring.device.type == "cpu" and not self.model.takes_vectors else None
+            )
             stream.capture = Capture(
                 source, ring, on_event=self._on_event, backoff_s=config.backoff_s, resize_to=resize_to, roi=roi
             )
@@ -294,14 +295,10 @@ class Pipeline:
             if not batch:
                 return
             self._await_restored([s for s, item in batch if s.lost and item.frame.discontinuity])
-            records: list[list[dict]] = []
-            for stream, item in batch:
-                if self.slots.observe(item.frame):  # discontinuity or time gap: a new sequence
-                    records.append(stream.post.reset())
-                else:
-                    records.append([])
+            fresh = [self.slots.observe(item.frame) for _, item in batch]  # discontinuity or time gap: a new sequence
+            records = [stream.post.reset() if new else [] for (stream, _), new in zip(batch, fresh, strict=True)]
             t0 = time.monotonic()
-            frames = self.preprocess([self._model_input(s, item) for s, item in batch])  # (B, 3, S, S) on the device
+            frames = self.inputs([(s.name, item, s.roi, new) for (s, item), new in zip(batch, fresh, strict=True)])
             t1 = time.monotonic()
             logits = self.slots.step([s.name for s, _ in batch], frames)  # (B, C)
             logits = logits.float().cpu()  # (B, C); also the point where a GPU step has finished
@@ -336,13 +333,14 @@ class Pipeline:
                 item.release()
             self._flush()
 
-    def _model_input(self, stream: _Stream, item: RingFrame) -> torch.Tensor:
-        """The frame resized (and cropped) on its capture thread when that matches the model, else the ring's
-        tensor, cropped to the stream's region of interest."""
-        small = item.frame.small
-        if small is not None and small.shape[0] == self.preprocess.input_size:
-            return torch.from_numpy(small)
-        return item.tensor if stream.roi is None else stream.roi.crop(item.tensor)
+    def _model_inputs(self, model: DCRN, backend: Backend) -> ModelInputs:
+        return ModelInputs(model, device=backend.device, dtype=backend.dtype, threads=max(1, self.config.threads))
+
+    def keypoints(self, stream: str):
+        """A keypoint model's newest FrontResult for ``stream`` and which parts drive the decision, or None
+        (:meth:`ModelInputs.explained`). Call it on the pipeline's thread (from ``on_frame``)."""
+        inputs = getattr(self, "inputs", None)
+        return None if inputs is None else inputs.explained(stream, self.slots)
 
     def _finish(self, stream: _Stream) -> None:
         """No more frames from this stream: end its running action, write its stream_ended."""

@@ -154,6 +154,10 @@ def build_cell(name: str, feature_shape: tuple[int, ...], hidden: int, kernel: i
         return GRU(feature_shape[0], hidden)
     if name == "lstm":
         return LSTM(feature_shape[0], hidden)
+    if name == "feature_memory":
+        from .memory_cell import FeatureMemory
+
+        return FeatureMemory(feature_shape[0])
     if name == "flow_memory":
         from .flow_cell import FlowMemory
 

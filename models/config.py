@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass, fields
 from .errors import ConfigError
 from .labels import label_problem
 
-ENCODERS = ("seed", "luma", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0")
+ENCODERS = ("seed", "luma", "features", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "efficientnet_b0")
 CELLS = ("gru", "lstm", "convrnn", "convgru", "convlstm", "convgru_delta", "motion_avg", "flow_memory")
+CELLS += ("feature_memory",)
 CONV_CELLS = ("convrnn", "convgru", "convlstm", "convgru_delta")
 MAP_CELLS = (*CONV_CELLS, "flow_memory")  # cells that read the feature map itself, not a pooled vector
 ENCODER_NORMS = ("none", "batch")
@@ -28,6 +29,9 @@ SIZE_LIMITS = {
 }
 MAX_ENCODER_BLOCKS = 8  # seed CNN blocks (each halves the frame: 1024 px -> 4 px)
 MAX_CHANNELS = 2048  # seed CNN channels per block
+# Per-frame features computed outside the step graph (encoder "features"), in this order in the input vector:
+# the whole picture's grid optical flow, hands and body keypoints (see dcrn.models.frame_vector).
+FEATURE_KINDS = ("flow", "hands", "body")
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,12 @@ class DCRNConfig:
     input_size: int = 112  # frames are resized to input_size x input_size
     mean: tuple[float, float, float] = IMAGENET_MEAN  # per-channel normalisation of RGB in [0, 1]
     std: tuple[float, float, float] = IMAGENET_STD
+    features: tuple[str, ...] = ()  # encoder "features": which per-frame features (FEATURE_KINDS) the step reads
 
     def __post_init__(self) -> None:
         # Tuples may arrive as lists from a checkpoint or JSON; store them as tuples. A checkpoint is
         # untrusted input: every size is checked for type and range before anything is allocated for it.
-        for name in ("labels", "encoder_widths", "mean", "std"):
+        for name in ("labels", "encoder_widths", "mean", "std", "features"):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, list | tuple):
                 raise ConfigError(f"{name} must be a list, got {type(value).__name__}")
@@ -98,6 +103,7 @@ class DCRNConfig:
                 raise ConfigError(f"mean and std must be finite numbers, got {self.mean} and {self.std}")
         if min(self.std) <= 0:
             raise ConfigError(f"std must be > 0 in every channel, got {self.std}")
+        _check_features(self.encoder, self.cell, self.features)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -157,6 +163,22 @@ def _whole(name: str, value: object) -> int:
         return operator.index(value)  # int, numpy integers; not 1.5, "8" or None
     except TypeError:
         raise ConfigError(f"{name} must be a whole number, got {str(value)[:40]!r}") from None
+
+
+def _check_features(encoder: str, cell: str, features: tuple[str, ...]) -> None:
+    """Encoder ``features`` names its kinds, once each, in FEATURE_KINDS order, read by ``feature_memory``."""
+    if encoder != "features":
+        if features:
+            raise ConfigError(f"features is only for encoder 'features', got encoder {encoder!r}")
+        if cell == "feature_memory":
+            raise ConfigError("cell 'feature_memory' reads the 'features' encoder's vectors only")
+        return
+    if cell != "feature_memory":
+        raise ConfigError(f"encoder 'features' needs cell 'feature_memory', got {cell!r}")
+    if not features or any(not isinstance(k, str) or k not in FEATURE_KINDS for k in features):
+        raise ConfigError(f"features must list some of {', '.join(FEATURE_KINDS)}; got {list(features)[:4]!r}")
+    if tuple(k for k in FEATURE_KINDS if k in features) != features:
+        raise ConfigError(f"features must name each kind once, in the order {', '.join(FEATURE_KINDS)}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -26,16 +26,15 @@ class DCRN(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = build_encoder(config, pretrained=config.pretrained and load_pretrained)
-        map_shape = _output_shape(self.encoder, config.input_size)  # (C, h, w)
-        if config.reads_map:
+        if config.encoder == "features":  # per-frame vectors (flow / hands / body) made outside the graph
+            from .frame_vector import vector_dim
+
+            self.input_shape: tuple[int, ...] = (vector_dim(config.features),)
             self.to_cell_input = nn.Identity()
-            self.feature_shape = map_shape
-        elif config.pool == "avg":
-            self.to_cell_input = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            self.feature_shape = (map_shape[0],)
+            self.feature_shape = self.input_shape
         else:
-            self.to_cell_input = nn.Flatten()
-            self.feature_shape = (map_shape[0] * map_shape[1] * map_shape[2],)
+            self.input_shape = (3, config.input_size, config.input_size)
+            self._frame_input(config, _output_shape(self.encoder, config.input_size))
         self.cell = build_cell(config.cell, self.feature_shape, config.hidden_size, config.cell_kernel)
         self.state_shapes = [tuple(s) for s in self.cell.state_shapes(self.feature_shape)]
         head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if config.is_conv_cell else []
@@ -47,6 +46,18 @@ class DCRN(nn.Module):
         else:
             head.append(nn.Linear(cell_out, config.num_classes))
         self.head = nn.Sequential(*head)
+
+    def _frame_input(self, config: DCRNConfig, map_shape: tuple[int, int, int]) -> None:
+        """Encoder map (C, h, w) -> what the cell reads: the map itself, or a pooled / flattened vector."""
+        if config.reads_map:
+            self.to_cell_input = nn.Identity()
+            self.feature_shape = map_shape
+        elif config.pool == "avg":
+            self.to_cell_input = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.feature_shape = (map_shape[0],)
+        else:
+            self.to_cell_input = nn.Flatten()
+            self.feature_shape = (map_shape[0] * map_shape[1] * map_shape[2],)
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -61,8 +72,18 @@ class DCRN(nn.Module):
         dtype = ref.dtype if dtype is None else dtype
         return tuple(torch.zeros((batch_size, *shape), device=device, dtype=dtype) for shape in self.state_shapes)
 
+    def example_input(self, batch: int, **kwargs) -> torch.Tensor:
+        """Zeros shaped like ``step``'s first input for ``batch`` streams: (B, 3, S, S) frames, or (B, F)
+        per-frame vectors for a ``features`` model (``kwargs`` go to ``torch.zeros``)."""
+        return torch.zeros((batch, *self.input_shape), **kwargs)
+
+    @property
+    def takes_vectors(self) -> bool:
+        """Whether ``step`` takes per-frame vectors made outside the graph (keypoints, flow) instead of frames."""
+        return self.config.encoder == "features"
+
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised frames -> (N, *feature_shape) cell inputs."""
+        """(N, 3, H, W) normalised frames (or (N, F) vectors) -> (N, *feature_shape) cell inputs."""
         return self.to_cell_input(self.encoder(frames))
 
     def forward_features(self, features: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:

@@ -116,4 +116,6 @@ def build_encoder(config: DCRNConfig, pretrained: bool) -> nn.Module:
         return SeedCNN(config.encoder_widths, config.encoder_padding, norm=config.encoder_norm)
     if config.encoder == "luma":
         return LumaEncoder(config.mean, config.std)
+    if config.encoder == "features":  # the per-frame vectors are computed outside the graph
+        return nn.Identity()
     return TorchvisionEncoder(config.encoder, pretrained=pretrained)

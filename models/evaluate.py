@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,9 @@ class EvalOptions:
     device: str = "cpu"
     threads: int = 0
     progress: bool = True  # a progress bar on a terminal (a log line every 30 s otherwise)
+    # A ``features`` model's per-frame vectors of a clip: (model, path, max_frames) -> ((T, F), fps). The
+    # engine's front end (dcrn.engine.keypoints.front.clip_inputs) runs the keypoint graphs this package cannot.
+    vectors: Callable[[DCRN, Path, int | None], tuple[np.ndarray, float]] | None = None
 
 
 @dataclass
@@ -97,19 +101,29 @@ def _encode(model: DCRN, frames: np.ndarray, batch: int = 128) -> torch.Tensor:
 
 
 @torch.no_grad()
+def clip_inputs(model: DCRN, path: Path, options: EvalOptions, max_frames: int | None = None):
+    """A clip's cell inputs (T, *feature_shape) from a fresh state, and its frame rate."""
+    if model.takes_vectors:
+        if options.vectors is None:
+            raise DataError(f"evaluating a {'+'.join(model.config.features)} model needs its keypoint front end")
+        vectors, fps = options.vectors(model, Path(path), max_frames)
+        return torch.from_numpy(np.asarray(vectors, np.float32)), fps
+    frames, fps = read_video(path, model.config.input_size, max_frames)  # (T, S, S, 3)
+    return _encode(model, frames), fps
+
+
+@torch.no_grad()
 def run_clips(
     model: DCRN, clips: tuple[Sample, ...], options: EvalOptions, root: Path | None = None, title: str = "eval"
 ) -> ClipOutputs:
     """Every clip from a fresh state: per-frame logits and the mean encoder feature."""
     logits, features = [], []
-    size = model.config.input_size
     log.info("%s: %d clips, each from a fresh state", title, len(clips))
     bar = Progress(len(clips), title, enabled=options.progress)
     right = 0
     try:
         for sample in clips:
-            frames, _ = read_video(sample.path, size, options.max_frames or None)  # (T, S, S, 3)
-            feats = _encode(model, frames)  # (T, F)
+            feats, _ = clip_inputs(model, sample.path, options, options.max_frames or None)  # (T, F)
             out, _ = model.forward_features(feats[None])  # (1, T, C)
             logits.append(out[0].float().cpu().numpy())
             features.append(feats.float().mean(0).flatten().cpu().numpy())  # (F,) or (C*h*w,)
@@ -226,15 +240,17 @@ def _predict(weights: tuple, x: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def run_stream(model: DCRN, sample: Sample, classes, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, float]:
+def run_stream(
+    model: DCRN, sample: Sample, classes, chunk: int = 256, options: EvalOptions | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """The whole stream with the state carried along -> (predicted, true) per frame, and its fps."""
-    frames, fps = read_video(sample.path, model.config.input_size)  # (N, S, S, 3)
-    labels = read_frame_labels(sample.frame_labels, classes)[: len(frames)]
-    labels = np.concatenate([labels, np.full(len(frames) - len(labels), -1)])
+    inputs, fps = clip_inputs(model, sample.path, options or EvalOptions(Path(), ""))  # (N, ...)
+    labels = read_frame_labels(sample.frame_labels, classes)[: len(inputs)]
+    labels = np.concatenate([labels, np.full(len(inputs) - len(labels), -1)])
     state = None
     preds = []
-    for start in range(0, len(frames), chunk):
-        feats = _encode(model, frames[start : start + chunk])[None]  # (1, t, F)
+    for start in range(0, len(inputs), chunk):
+        feats = inputs[start : start + chunk][None]  # (1, t, F)
         logits, state = model.forward_features(feats, state)  # (1, t, C)
         preds.append(logits[0].argmax(-1).cpu().numpy())
     return np.concatenate(preds), labels, fps or 30.0
@@ -260,7 +276,7 @@ def stream_metrics(model: DCRN, index: DataIndex, options: EvalOptions) -> dict:
     log.info("eval: %d streams, each with its state carried along", len(index.streams))
     bar = Progress(len(index.streams), "eval streams", enabled=options.progress)
     for sample in index.streams:
-        pred, true, fps = run_stream(model, sample, index.classes)
+        pred, true, fps = run_stream(model, sample, index.classes, options=options)
         bar.update()
         mask = true >= 0
         hits = int((pred == true)[mask].sum())

@@ -98,8 +98,7 @@ def export_onnx(
     if dtype not in (torch.float32, torch.float16):
         raise ConfigError(f"the step graph exports as float32 or float16, got {dtype}")
     step = StepGraph(copy.deepcopy(model).to("cpu").eval(), dtype)
-    size = model.config.input_size
-    frame = torch.zeros(EXAMPLE_BATCH, 3, size, size)  # (B, 3, S, S)
+    frame = model.example_input(EXAMPLE_BATCH)  # (B, 3, S, S) frames or (B, F) vectors
     state = step.model.initial_state(EXAMPLE_BATCH, device="cpu", dtype=dtype)
     names_in, names_out = input_names(model), output_names(model)
     try:

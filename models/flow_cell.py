@@ -12,10 +12,9 @@ the readout, so a handful of clips is enough and nothing it learns can be a scen
    tell "moves left" from "does not move right") and the motion energy (mean squared change); the same for
    the whole map as one cell; and the divergence and curl of the grid's flow (zooming and turning), rectified
    too. Multi-channel maps sum their structure tensors over channels.
-2. **Memory** (the recurrent state, fixed and linear): three chains of ``STAGES`` leaky integrators, from
-   fast to slow (``RATES``). Stage k of a chain is a gamma kernel over the past peaking k-1 steps of its time constant
-   back, so the stages hold what moved *recently* and what moved *before that*: order, not only content
-   ("down then up" differs from "up then down"). Each frame costs the same however long the stream runs.
+2. **Memory** (the recurrent state, fixed and linear): :class:`~dcrn.models.memory_cell.GammaMemory`, three
+   chains of leaky integrators from fast to slow, which hold what moved *recently* and what moved *before
+   that*: order, not only content. Each frame costs the same however long the stream runs.
 3. **Readout**: the memory, standardised by statistics fitted on the training frames, goes to the DCRN's
    linear head (the only learned weights, fitted by ``dcrn teach`` in seconds).
 
@@ -29,23 +28,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from .memory_cell import RATES, STAGES, GammaMemory
 
 State = tuple[torch.Tensor, ...]
 
 GRID = 4  # flow cells per side at each scale (fewer where a map is smaller)
 SCALES = 3  # the map, then halved twice (while it stays at least GRID wide)
-RATES = (0.3, 0.08, 0.025)  # per-frame update rates of the chains (time constants at 30 fps: 0.1, 0.4, 1.3 s)
-STAGES = 3  # leaky integrators per chain
 REGULARISER = 1e-3  # added to the structure tensor's diagonal: textureless cells report no motion, not noise
 MAX_SPEED = 3.0  # pixels per frame at a scale: beyond this Lucas-Kanade is no longer valid there
 CHANNELS = 5  # right, left, down, up, energy
 
 
-class FlowMemory(nn.Module):
+__all__ = ["RATES", "STAGES", "FlowMemory"]
+
+
+class FlowMemory(GammaMemory):
     """Grid optical flow of the feature map, carried through a fixed gamma memory. State: (prev, memory, seen)."""
 
     state_names = ("prev", "memory", "seen")
@@ -65,15 +65,11 @@ class FlowMemory(nn.Module):
                 break
             h, w = h // 2, w // 2
         self.grids = [grid for grid, _ in self.levels]
-        self.in_features = sum(CHANNELS * (g * g + 1) + 4 if g > 1 else CHANNELS for g in self.grids)  # per frame
-        self.out_features = len(RATES) * STAGES * self.in_features
+        self._init_memory(sum(CHANNELS * (g * g + 1) + 4 if g > 1 else CHANNELS for g in self.grids))
         sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
         self.register_buffer("kernels", torch.stack([sobel, sobel.T])[:, None])  # (2, 1, 3, 3): d/dx, d/dy
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, GRID), torch.linspace(-1, 1, GRID), indexing="ij")
         self.register_buffer("positions", torch.stack([xs, ys]) / (GRID * GRID))  # (2, G, G): cell centres
-        self.register_buffer("rates", torch.tensor(RATES).repeat_interleave(STAGES * self.in_features))
-        self.register_buffer("out_mean", torch.zeros(self.out_features))  # fitted by fit_output_stats
-        self.register_buffer("out_std", torch.ones(self.out_features))
 
     def state_shapes(self, feature_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
         return [self.map_shape, (self.out_features,), (1,)]
@@ -114,32 +110,8 @@ class FlowMemory(nn.Module):
         curl = (vy * xs - vx * ys).sum(dim=(1, 2))[:, None]
         return torch.cat([out, F.relu(div), F.relu(-div), F.relu(curl), F.relu(-curl)], dim=1)
 
-    def advance_memory(self, u: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """One step of every integrator chain: frame features (N, F), memory (N, out) -> next memory."""
-        chains = memory.unflatten(1, (len(RATES), STAGES, self.in_features))  # (N, R, S, F)
-        rates = self.rates.view(len(RATES), STAGES, self.in_features)
-        inputs = torch.cat([u[:, None, None].expand(-1, len(RATES), 1, -1), chains[:, :, :-1]], dim=2)
-        return (chains + rates * (inputs - chains)).flatten(1)  # stage k follows stage k-1 (stage 1: the input)
-
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         prev, memory, seen = state  # (B, C, H, W), (B, out), (B, 1)
         memory = self.advance_memory(self.frame_features(x, prev, seen), memory)
         out = (memory - self.out_mean) / self.out_std  # (B, out)
         return out, (x, memory, torch.ones_like(seen))
-
-    @torch.no_grad()
-    def memory_trajectory(self, features: torch.Tensor) -> torch.Tensor:
-        """Frame features of one clip (T, F), from a fresh state -> the memory after each frame (T, out)."""
-        memory = features.new_zeros(1, self.out_features)
-        out = []
-        for u in features:
-            memory = self.advance_memory(u[None], memory)
-            out.append(memory[0])
-        return torch.stack(out)
-
-    @torch.no_grad()
-    def fit_output_stats(self, memories: Sequence[np.ndarray]) -> None:
-        """Per-unit mean and standard deviation of the memory over training frames (list of (T_i, out))."""
-        x = torch.as_tensor(np.concatenate(memories).astype(np.float32))
-        self.out_mean.copy_(x.mean(0))
-        self.out_std.copy_(x.std(0).clamp_min(1e-4))

@@ -1,13 +1,20 @@
 """Teach a model the user's own actions from a few recorded clips: ``dcrn teach --data DATASET --out my.pt``.
 
-The model is a DCRN whose encoder and recurrent cell have no learned weights (``luma`` + ``flow_memory``:
-optical flow on a grid, carried through a fixed multi-timescale memory, see :mod:`dcrn.models.flow_cell`),
-so all that is learned is the linear head, fitted in seconds:
+The model is a DCRN whose encoder and recurrent cell have no learned weights, so all that is learned is the
+linear head, fitted in seconds. What it sees per frame is one of (``CANDIDATES``): the whole picture's
+optical flow on a grid (``luma`` + ``flow_memory``, :mod:`dcrn.models.flow_cell`), the hands, the body, or
+a combination (``features`` + ``feature_memory``: keypoints found by the engine's encoders, turned into
+vectors that hold across people and places by :mod:`dcrn.models.frame_vector`), always carried through the
+same fixed multi-timescale memory (:mod:`dcrn.models.memory_cell`).
 
-1. **Features once.** Every clip is decoded and its per-frame flow features computed once, then cached on
-   disk keyed by the clip's content (a SHA-1 of the file) and the feature recipe: adding clips computes
-   only the new ones, and a copied or moved data folder keeps its cache.
-2. **Recipe from the data.** The head is an L2-regularised softmax regression on the standardised memory
+1. **Features once.** Every clip is decoded and its per-frame flow features (and, given a
+   ``KeypointReader``, its hands' and body's landmarks) computed once, then cached on disk keyed by the
+   clip's content (a SHA-1 of the file) and the recipe (:mod:`dcrn.models.teach_features`): adding clips
+   computes only the new ones, and a copied or moved data folder keeps its cache.
+2. **What to see, from the data.** Every candidate is cross-validated (below) and the best kept; on a tie
+   the cheaper one (flow first), so where the picture's motion already separates the labels, flow stays.
+   A keypoint kind found in fewer than ``MIN_FOUND`` of the frames (no hands in view) is not tried. Each
+   candidate's score is reported. The head is an L2-regularised softmax regression on the standardised memory
    of every frame after a short warm-up. Its regularisation strength is chosen by cross-validation among a
    few values: by recording session when every label was recorded in two sessions or more (clips of one
    session share a background, light and person, so a clip-level split would flatter), otherwise by clip.
@@ -21,8 +28,6 @@ so all that is learned is the linear head, fitted in seconds:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -38,23 +43,42 @@ from .checkpoint import save_checkpoint
 from .config import DCRNConfig
 from .data import DataIndex, Sample, scan, scan_splits
 from .dcrn import DCRN
-from .errors import DataError, DcrnError
-from .files import atomic_file
-from .video_io import media_digest, read_video
+from .errors import DataError
+from .frame_vector import FLOW_SIZE, clip_vectors
+from .teach_features import (
+    FEATURE_RECIPE,
+    FeatureCache,
+    KeypointCache,
+    KeypointReader,
+    TeachCancelled,
+    clip_features,
+    frame_features,
+)
+from .teach_features import check_cancel as _check
+from .teach_features import report as _report
+
+__all__ = [  # the flow cache and features are teach's since its first version; they live in teach_features
+    "FEATURE_RECIPE",
+    "FeatureCache",
+    "TeachCancelled",
+    "TeachOptions",
+    "TeachReport",
+    "clip_features",
+    "frame_features",
+    "teach",
+]
 
 log = logging.getLogger(__name__)
 
-INPUT_SIZE = 96  # frames are resized to 96 x 96 before the flow is measured
+INPUT_SIZE = FLOW_SIZE  # frames are resized to 96 x 96 before the flow is measured
 L2_CHOICES = (0.1, 1.0, 10.0)  # regularisation strengths tried by cross-validation (on standardised units)
 DEFAULT_L2 = 1.0  # when there are too few clips to cross-validate
 WARMUP_FRAMES = 8  # frames at a clip's start left out of the fit: the memory has seen too little yet
 MAX_FOLDS = 5
+MIN_FOUND = 0.1  # a keypoint kind found in fewer frames than this (hands, body) is not tried
 CHANCE_Z = 1.96  # the Wilson interval's z: 95% two-sided, a margin for picking the best of L2_CHOICES
-FEATURE_RECIPE = 2  # bump when the features change, so stale caches are not reused
-
-
-class TeachCancelled(DcrnError):
-    """Training was cancelled by the caller (``TeachOptions.cancel``)."""
+# What teach tries, in order of cost: on a tie of cross-validated accuracy the cheaper one is kept.
+CANDIDATES = (("flow",), ("body",), ("hands",), ("hands", "body"), ("flow", "hands", "body"))
 
 
 @dataclass
@@ -66,6 +90,8 @@ class TeachOptions:
     cancel: threading.Event | None = None
     min_clips: int = 2  # per label; 1 trains without a cross-validated estimate
     l2: float | None = None  # fixed regularisation (skips its selection)
+    keypoints: KeypointReader | None = None  # finds hands and bodies: with it, keypoint models are tried too
+    kinds: tuple[tuple[str, ...], ...] | None = None  # which candidates to try (default: CANDIDATES available)
 
 
 @dataclass
@@ -80,6 +106,9 @@ class TeachReport:
     confusion: list[list[int]] = field(default_factory=list)
     seconds: float = 0.0
     cv_folds: list[float] = field(default_factory=list)
+    candidates: dict[str, dict] = field(default_factory=dict)  # what was tried: "flow+body" -> accuracy, worst fold
+    kept: str = "flow"  # the candidate the model was fitted with
+    found: dict[str, float] = field(default_factory=dict)  # share of frames with a hand / a body found
     chance: float | None = None  # the majority-label rate: what always guessing the biggest label scores
     cv_lower: float | None = None  # lower end of the 95% Wilson interval of cv_accuracy over the clips
     above_chance: bool | None = None  # cv_lower > chance; None when not estimated
@@ -118,6 +147,15 @@ class TeachReport:
                 lines.append(f"{i:>2} {name:<{width}} " + " ".join(f"{v:>3}" for v in row))
             verdict = "yes" if self.above_chance else "NO"
             lines.append(f"above chance ({self.chance:.2f}): {verdict}, 95% lower bound {self.cv_lower:.2f}")
+        if len(self.candidates) > 1 or self.found:
+            lines.append(f"kept: {self.kept}; tried (cross-validated accuracy, worst fold):")
+            for name, score in self.candidates.items():
+                accuracy, worst = score["cv_accuracy"], score["cv_worst_fold"]
+                shown = "not estimated" if accuracy is None else f"{accuracy:.2f}, worst fold {worst:.2f}"
+                lines.append(f"  {name:<16} {shown}")
+            if self.found:
+                seen = ", ".join(f"{kind} in {share:.0%}" for kind, share in self.found.items())
+                lines.append(f"found in the clips' frames: {seen}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -134,6 +172,9 @@ class TeachReport:
             "chance": self.chance,
             "cv_lower_bound": self.cv_lower,
             "above_chance": self.above_chance,
+            "kept": self.kept,
+            "candidates": self.candidates,
+            "found": self.found,
             "warning": self.warning() or None,
         }
 
@@ -151,46 +192,102 @@ def teach_config(labels: Sequence[str]) -> DCRNConfig:
     )
 
 
+def features_config(labels: Sequence[str], kinds: Sequence[str]) -> DCRNConfig:
+    """A taught keypoint model: per-frame vectors (``kinds`` of flow, hands, body) -> fixed memory -> head."""
+    if tuple(kinds) == ("flow",):
+        return teach_config(labels)
+    return DCRNConfig(
+        num_classes=len(labels),
+        labels=tuple(labels),
+        encoder="features",
+        cell="feature_memory",
+        features=tuple(kinds),
+        input_size=INPUT_SIZE,  # the flow part's frame size
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+    )
+
+
+@dataclass
+class _Tried:
+    kinds: tuple[str, ...]
+    model: DCRN
+    memories: list[np.ndarray]
+    l2: float
+    pred: np.ndarray | None = None
+    per_fold: list[float] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.kinds)
+
+    def accuracy(self, labels: np.ndarray) -> float | None:
+        return None if self.pred is None else float(np.mean(self.pred == labels))
+
+
 def teach(options: TeachOptions) -> TeachReport:
     started = time.monotonic()
     index = _dataset_index(Path(options.data), options.min_clips)
-    model = DCRN(teach_config(index.classes)).eval()
-    cache = FeatureCache(options.cache_dir or Path(options.data) / ".cache" / "features")
-    features = cache.features(model, [s.path for s in index.samples], options.progress, options.cancel)
-    memories = [model.cell.memory_trajectory(torch.from_numpy(f)).numpy() for f in features]
+    paths = [s.path for s in index.samples]
+    cache_root = options.cache_dir or Path(options.data) / ".cache" / "features"
+    flow_model = DCRN(teach_config(index.classes)).eval()
+    flow = FeatureCache(cache_root).features(flow_model, paths, options.progress, options.cancel)
+    inputs, found = {"flow": flow}, {}
+    if options.keypoints is not None:
+        clips = KeypointCache(Path(cache_root) / "keypoints").clips(
+            options.keypoints, paths, options.progress, options.cancel
+        )
+        frames = [clip.frames() for clip in clips]
+        total = max(sum(len(f) for f in frames), 1)
+        for kind in ("hands", "body"):
+            found[kind] = round(sum(c.found()[kind] * len(c.body) for c in clips) / total, 4)
+            inputs[kind] = [clip_vectors(f, (kind,)) for f in frames]
     labels = np.array([s.label for s in index.samples])
     folds, split = cv_folds(index.samples, labels)
-
+    wanted = options.kinds or CANDIDATES
+    candidates = [k for k in wanted if all(kind in inputs and found.get(kind, 1.0) >= MIN_FOUND for kind in k)]
+    if not candidates:
+        raise DataError(f"none of {['+'.join(k) for k in wanted]} can be taught from these clips: {found}")
+    tried = [_candidate(kinds, index.classes, inputs) for kinds in candidates]
     l2_choices = (options.l2,) if options.l2 is not None else L2_CHOICES
-    if folds:
-        l2, pred, per_fold = choose_l2(
-            memories, labels, folds, len(index.classes), l2_choices, options.progress, options.cancel
+    for t in tried if folds else ():
+        t.l2, t.pred, t.per_fold = choose_l2(
+            t.memories, labels, folds, len(index.classes), l2_choices, options.progress, options.cancel
         )
-        accuracy = float(np.mean(pred == labels))
-        confusion = np.zeros((len(index.classes),) * 2, dtype=int)
-        np.add.at(confusion, (labels, pred), 1)
-    else:
-        accuracy, l2, per_fold = None, options.l2 or DEFAULT_L2, []
-        confusion = np.zeros((0, 0), dtype=int)
+    # the best cross-validated accuracy; on a tie the cheaper (earlier) candidate
+    best = max(tried, key=lambda t: (t.accuracy(labels) or 0.0, -tried.index(t)))
+    model, accuracy, l2, per_fold = best.model, best.accuracy(labels), best.l2, best.per_fold
+    confusion = np.zeros((len(index.classes),) * 2 if folds else (0, 0), dtype=int)
+    if folds:
+        np.add.at(confusion, (labels, best.pred), 1)
 
     _check(options.cancel)
     _report(options.progress, "training", 0, 1)
-    fit_model(model, memories, labels, l2)
+    fit_model(model, best.memories, labels, l2)
     _report(options.progress, "training", 1, 1)
     report = TeachReport(
         out=Path(options.out),
         labels=index.classes,
         clips_per_label={name: int(np.sum(labels == i)) for i, name in enumerate(index.classes)},
-        recipe=f"luma + flow_memory (grid optical flow, {len(flow_cell.RATES)}x{flow_cell.STAGES} memory) "
-        f"+ linear head, L2 {l2:g}",
+        recipe=_recipe(best.kinds, l2),
         cv_accuracy=None if accuracy is None else round(accuracy, 4),
         cv_worst_fold=round(min(per_fold), 4) if per_fold else None,
         cv_split=split,
         confusion=confusion.tolist(),
         cv_folds=[round(v, 4) for v in per_fold],
+        candidates={
+            t.name: {
+                "cv_accuracy": None if t.pred is None else round(t.accuracy(labels), 4),
+                "cv_worst_fold": round(min(t.per_fold), 4) if t.per_fold else None,
+                "l2": t.l2,
+            }
+            for t in tried
+        },
+        kept=best.name,
+        found=found,
     )
     if accuracy is not None:
-        correct, counts = int(np.sum(pred == labels)), list(report.clips_per_label.values())
+        correct, counts = int(np.sum(best.pred == labels)), list(report.clips_per_label.values())
         report.chance = round(chance_rate(counts), 4)
         report.cv_lower = round(wilson_lower(correct, len(labels)), 4)
         report.above_chance = above_chance(correct, len(labels), counts)
@@ -198,6 +295,24 @@ def teach(options: TeachOptions) -> TeachReport:
     save_checkpoint(options.out, model, meta={"taught": report.to_dict(), "data": str(options.data)})
     log.info("saved %s", options.out)
     return report
+
+
+def _candidate(kinds: tuple[str, ...], labels: Sequence[str], inputs: dict[str, list[np.ndarray]]) -> _Tried:
+    """The model of one candidate and every clip's memory trajectory under it."""
+    model = DCRN(features_config(labels, kinds)).eval()
+    memories = []
+    for parts in zip(*(inputs[k] for k in kinds), strict=True):
+        steps = min(len(p) for p in parts)  # flow and keypoints of one clip: the same decoded frames
+        u = np.concatenate([p[:steps] for p in parts], axis=1).astype(np.float32)
+        memories.append(model.cell.memory_trajectory(torch.from_numpy(u)).numpy())
+    return _Tried(kinds, model, memories, DEFAULT_L2)
+
+
+def _recipe(kinds: tuple[str, ...], l2: float) -> str:
+    memory = f"{len(flow_cell.RATES)}x{flow_cell.STAGES} memory"
+    if kinds == ("flow",):
+        return f"luma + flow_memory (grid optical flow, {memory}) + linear head, L2 {l2:g}"
+    return f"features {'+'.join(kinds)} ({memory}) + linear head, L2 {l2:g}"
 
 
 def chance_rate(clips_per_label: Sequence[int]) -> float:
@@ -345,75 +460,3 @@ def fit_softmax(memories, labels, num_classes: int, l2: float, mean, std) -> tup
     with torch.enable_grad():
         optimizer.step(closure)
     return weight.detach().numpy(), bias.detach().numpy()
-
-
-class FeatureCache:
-    """Per-frame flow features of each clip, on disk as ``.npy`` keyed by the clip's content and the feature recipe."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-
-    def key(self, path: Path) -> Path:
-        ident = json.dumps(
-            [
-                media_digest(path),
-                FEATURE_RECIPE,
-                INPUT_SIZE,
-                flow_cell.GRID,
-                flow_cell.SCALES,
-            ]
-        )
-        return self.folder / (hashlib.sha1(ident.encode()).hexdigest()[:20] + ".npy")
-
-    def features(self, model: DCRN, paths: Sequence[Path], progress=None, cancel=None) -> list[np.ndarray]:
-        out, computed = [], 0
-        for k, path in enumerate(paths):
-            _check(cancel)
-            cached = self.key(Path(path))
-            if cached.is_file():
-                out.append(np.load(cached))
-            else:
-                out.append(clip_features(model, Path(path)))
-                computed += 1
-                with atomic_file(cached) as tmp, open(tmp, "wb") as handle:
-                    np.save(handle, out[-1])
-            _report(progress, "features", k + 1, len(paths))
-        log.info("features of %d clips ready (%d computed now, the rest from %s)", len(paths), computed, self.folder)
-        return out
-
-
-def clip_features(model: DCRN, path: Path) -> np.ndarray:
-    """A clip's per-frame flow features (T, F), exactly as the streaming step computes them."""
-    frames, _ = read_video(path, model.config.input_size)  # (T, S, S, 3)
-    if len(frames) == 0:
-        raise DataError(f"{path}: no frames could be decoded")
-    return frame_features(model, frames)
-
-
-@torch.no_grad()
-def frame_features(model: DCRN, frames: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Consecutive frames (T, S, S, 3) uint8 RGB of one stream, from a fresh state -> flow features (T, F)."""
-    mean = torch.tensor(model.config.mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.config.std).view(1, 3, 1, 1)
-    out = []
-    prev = None
-    for start in range(0, len(frames), batch):
-        x = torch.from_numpy(frames[start : start + batch]).permute(0, 3, 1, 2).float() / 255  # (b, 3, S, S)
-        maps = model.encode((x - mean) / std)  # (b, C, H, W)
-        before = torch.cat([maps[:1] * 0 if prev is None else prev, maps[:-1]])
-        seen = torch.ones(len(maps), 1)
-        if prev is None:
-            seen[0] = 0  # a stream's first frame has no change
-        out.append(model.cell.frame_features(maps, before, seen))
-        prev = maps[-1:]
-    return torch.cat(out).numpy()
-
-
-def _report(progress, stage: str, done: int, total: int) -> None:
-    if progress is not None:
-        progress(stage, done, total)
-
-
-def _check(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise TeachCancelled("teaching was cancelled")

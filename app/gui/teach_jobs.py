@@ -167,9 +167,12 @@ def train_model(dataset: Path, out: Path) -> Callable[[Job], object]:
     """A job function: ``teach()`` on the data set, writing the checkpoint ``out``; returns its report."""
 
     def run(job: Job) -> object:
+        from dcrn.app.gui.worker import keypoint_reader
         from dcrn.models.teach import TeachOptions, teach
 
-        return teach(TeachOptions(data=dataset, out=out, progress=job.report, cancel=job.cancel_event))
+        options = TeachOptions(data=dataset, out=out, progress=job.report, cancel=job.cancel_event)
+        options.keypoints = keypoint_reader()
+        return teach(options)
 
     return run
 

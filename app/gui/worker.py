@@ -248,3 +248,10 @@ def redact_text(text: str, uri: str) -> str:
     text = redact(text.replace(uri, redact(uri)) if uri else text)
     password = urlsplit(uri).password if "://" in uri else None
     return text.replace(password, "***") if password else text
+
+
+def keypoint_reader():
+    """Teaching's hand and body finder, or None where the keypoint graphs cannot run here."""
+    from dcrn.engine.keypoints import clip_reader
+
+    return clip_reader()

@@ -82,6 +82,7 @@ class TensorRTBackend:
         self.device, self.dtype, self.max_batch = device, dtype, max_batch
         self.precision = precision_of(dtype)
         self.input_size = model.config.input_size
+        self.input_shape = tuple(model.input_shape)
         self.num_classes = model.config.num_classes
         self.state_names = tuple(model.state_names)
         self.state_shapes = list(model.state_shapes)
@@ -132,8 +133,8 @@ class TensorRTBackend:
             raise BackendUnavailable(f"engine tensors {names} do not match {self._inputs} -> {self._outputs}")
         dtypes = {name: _torch_dtype(trt, self._engine.get_tensor_dtype(name)) for name in names}
         self.state_dtype = dtypes[self._inputs[1]]
-        rows, size = self.max_batch, self.input_size
-        self._frame = torch.zeros((rows, 3, size, size), device=self.device, dtype=dtypes["frame"])  # (N, 3, S, S)
+        rows = self.max_batch
+        self._frame = torch.zeros((rows, *self.input_shape), device=self.device, dtype=dtypes["frame"])  # (N, 3, S, S)
         self._logits = torch.zeros((rows, self.num_classes), device=self.device, dtype=dtypes["logits"])  # (N, C)
         self._states = [
             tuple(
@@ -179,8 +180,8 @@ class TensorRTBackend:
         batch = frames.shape[0]
         if not 1 <= batch <= self.max_batch:
             raise ConfigError(f"batch of {batch} frames is outside this engine's profile 1..{self.max_batch}")
-        if tuple(frames.shape[1:]) != (3, self.input_size, self.input_size):
-            raise ConfigError(f"frames must be (B, 3, {self.input_size}, {self.input_size}), got {tuple(frames.shape)}")
+        if tuple(frames.shape[1:]) != self.input_shape:
+            raise ConfigError(f"frames must be (B, {', '.join(map(str, self.input_shape))}), got {tuple(frames.shape)}")
         src = self._owner(state, batch)
         if src is None:  # not the state this backend handed out: copy it into the set not returned last
             src = 1 - self._last

@@ -84,8 +84,7 @@ class _GraphStep:
     """One captured step for a fixed batch size: static inputs -> graph -> static outputs."""
 
     def __init__(self, model: DCRN, batch: int, device: torch.device, dtype: torch.dtype) -> None:
-        size = model.config.input_size
-        self.frames = torch.zeros((batch, 3, size, size), device=device, dtype=dtype)  # (B, 3, S, S) static
+        self.frames = model.example_input(batch, device=device, dtype=dtype)  # (B, 3, S, S) static
         self.state_in = model.initial_state(batch, device=device, dtype=dtype)  # static state inputs
         with torch.cuda.device(device), torch.no_grad():
             # Warm up on a side stream (cuDNN/cuBLAS pick algorithms, allocate workspaces) before capture.

@@ -106,23 +106,30 @@ class DriftResult:
 class Inputs:
     """A pool of preprocessed frames on the backend's device, cycled through by every measurement."""
 
-    pool: torch.Tensor  # (P, 3, S, S)
+    pool: torch.Tensor  # (P, 3, S, S), or (P, F) vectors
     device: torch.device
 
     def batch(self, index: int, size: int) -> torch.Tensor:
         """The ``index``-th batch of ``size`` frames (a view into the pool while the pool is big enough)."""
         count = len(self.pool)
         if size > count:
-            return self.pool.repeat(-(-size // count), 1, 1, 1)[:size].contiguous()
+            return self.pool.repeat(-(-size // count), *([1] * (self.pool.dim() - 1)))[:size].contiguous()
         start = (index * size) % (count - size + 1)
         return self.pool[start : start + size]
 
 
 def make_inputs(
-    size: int, count: int, device: torch.device, dtype: torch.dtype = torch.float32, seed: int = 0
+    size: int | tuple[int, ...], count: int, device: torch.device, dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> Inputs:
-    """``count`` normalised frames of ``size`` x ``size``: smooth moving blobs plus noise, like video."""
+    """``count`` normalised frames of ``size`` x ``size``: smooth moving blobs plus noise, like video. A
+    ``size`` of one element, ``(F,)``, is a ``features`` model's input: standard normal vectors (what the
+    step costs does not depend on their values)."""
     gen = torch.Generator().manual_seed(seed)
+    if isinstance(size, tuple) and len(size) == 1:
+        pool = torch.randn(count, size[0], generator=gen).to(device=device, dtype=dtype).contiguous()  # (P, F)
+        return Inputs(pool=pool, device=device)
+    if isinstance(size, tuple):
+        size = size[-1]
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     frames = []
     for i in range(count):

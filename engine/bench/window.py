@@ -47,16 +47,16 @@ def window_runner(
     backend: str, model: DCRN, *, device: torch.device, dtype: torch.dtype, window: int, threads: int = 0
 ) -> tuple[WindowFn, str]:
     """A function that recomputes one T-frame clip on ``backend``'s runtime, and a short description."""
-    size = model.config.input_size
+    shape = tuple(model.input_shape)  # (3, S, S) frames or (F,) vectors
     if backend == "onnxruntime":
-        return _onnxruntime_window(_clip_graph(model, window, size), threads), "onnxruntime clip graph"
+        return _onnxruntime_window(_clip_graph(model, window, shape), threads), "onnxruntime clip graph"
     if backend == "openvino":
-        run, precision = _openvino_window(_clip_graph(model, window, size), threads)
+        run, precision = _openvino_window(_clip_graph(model, window, shape), threads)
         return run, f"openvino clip graph ({precision})"
     net = _LastLogits(copy.deepcopy(model)).eval()  # a copy: moving or casting it leaves the caller's model alone
     if device.type == "cuda":
         net = net.to(device=device, dtype=dtype)
-        return _cuda_graph_window(net, window, size, device, dtype), "torch clip in a CUDA graph"
+        return _cuda_graph_window(net, window, shape, device, dtype), "torch clip in a CUDA graph"
 
     def eager(clip: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -65,10 +65,10 @@ def window_runner(
     return eager, "torch eager forward_sequence"
 
 
-def _clip_graph(model: DCRN, window: int, size: int) -> Path:
+def _clip_graph(model: DCRN, window: int, shape: tuple[int, ...]) -> Path:
     """The T-frame clip graph ``clip (1, T, 3, S, S) -> logits of the last frame`` as ONNX, in a temporary folder."""
     net = _LastLogits(copy.deepcopy(model)).to("cpu", torch.float32).eval()
-    clip = torch.zeros(1, window, 3, size, size)  # (1, T, 3, S, S)
+    clip = torch.zeros(1, window, *shape)  # (1, T, 3, S, S)
     folder = tempfile.mkdtemp(prefix="dcrn-bench-")
     path = Path(folder) / f"window{window}.onnx"
     with warnings.catch_warnings():
@@ -108,8 +108,10 @@ def _openvino_window(path: Path, threads: int) -> tuple[WindowFn, str]:
     return run, precision
 
 
-def _cuda_graph_window(net: nn.Module, window: int, size: int, device: torch.device, dtype: torch.dtype) -> WindowFn:
-    static = torch.zeros((1, window, 3, size, size), device=device, dtype=dtype)  # (1, T, 3, S, S)
+def _cuda_graph_window(
+    net: nn.Module, window: int, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
+) -> WindowFn:
+    static = torch.zeros((1, window, *shape), device=device, dtype=dtype)  # (1, T, 3, S, S)
     with torch.cuda.device(device), torch.no_grad():
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))

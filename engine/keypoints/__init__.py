@@ -36,6 +36,25 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+def clip_reader(threads: int = 1):
+    """Teaching's keypoint reader (:class:`~dcrn.engine.keypoints.front.ClipReader`), or None with a logged
+    reason where the keypoint graphs cannot run here (OpenVINO not installed, a graph missing or damaged):
+    teaching then tries the picture's flow alone."""
+    import logging
+
+    try:
+        from dcrn.engine.keypoints.front import ClipReader
+        from dcrn.engine.keypoints.runtime import RuntimeOptions
+
+        return ClipReader(RuntimeOptions(threads=max(1, threads)))
+    except ImportError as exc:
+        reason = f"{exc.name or exc} is not installed (pip install 'dcrn-live[openvino]')"
+    except (OSError, ValueError) as exc:  # KeypointGraphMissing / KeypointGraphCorrupt
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    logging.getLogger(__name__).warning("hands and bodies are not tried: %s", reason)
+    return None
+
+
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -107,7 +107,7 @@ def test_progress_reports_every_stage_and_features_are_computed_once(taught, tmp
     cache_files = sorted((root / ".cache" / "features").glob("*.npy"))
     assert len(cache_files) == 12
     write_video(root / "still" / "clip99.mp4", camera_clip(77, MOTIONS["still"]), fps=25)  # one new clip
-    with caplog.at_level("INFO", logger="dcrn.models.teach"):
+    with caplog.at_level("INFO", logger="dcrn.models"):
         teach(TeachOptions(data=root, out=tmp_path / "again.pt"))
     assert "features of 13 clips ready (1 computed now" in caplog.text
     assert len(list((root / ".cache" / "features").glob("*.npy"))) == 13
