@@ -152,6 +152,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, model_help: str = "
         help="--int8: data folder of clips to calibrate on (default: the folder the model was trained on)",
     )
     parser.add_argument("--max-frames", type=positive_int, metavar="N", help="stop each stream after N frames")
+    parser.add_argument(
+        "--people",
+        type=bounded(int, 1, 16, name="people"),
+        default=1,
+        metavar="N",
+        help="models taught on the body: follow up to N people per stream, each with own predictions and events "
+        "(records carry a `person` id; default 1: the largest person)",
+    )
     parser.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     parser.add_argument(
         "--stats-interval",
@@ -259,6 +267,7 @@ def pipeline_config(args: argparse.Namespace, sources: list[str], *, pace: bool,
         postprocess=postprocess_config(args),
         cache_dir=args.cache_dir,
         threads=args.threads,
+        people=getattr(args, "people", 1),
     )
 
 

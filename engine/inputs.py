@@ -27,7 +27,9 @@ from dcrn.models.dcrn import DCRN
 class ModelInputs:
     """Turns one frame per stream into the step's input batch on the backend's device."""
 
-    def __init__(self, model: DCRN, *, device: torch.device, dtype: torch.dtype, threads: int = 1) -> None:
+    def __init__(
+        self, model: DCRN, *, device: torch.device, dtype: torch.dtype, threads: int = 1, people: int = 1
+    ) -> None:
         self.model = model
         self.device, self.dtype = device, dtype
         self.preprocess = Preprocessor.from_config(model.config, device=device, dtype=dtype)
@@ -35,10 +37,11 @@ class ModelInputs:
         self._states: dict[str, object] = {}
         self._last: dict[str, object] = {}
         self._lock = threading.Lock()  # the window reads `last` from its own thread
+        self.rows: list[tuple[int, int | None]] = []  # the last batch's rows: (item index, person id or None)
         if model.takes_vectors:
             from dcrn.engine.keypoints.front import FrontEnd  # OpenVINO and the keypoint graphs: only when needed
 
-            self.front = FrontEnd.for_model(model.config, threads=threads)
+            self.front = FrontEnd.for_model(model.config, threads=threads, people=people)
 
     @property
     def resize_to(self) -> int | None:
@@ -47,20 +50,24 @@ class ModelInputs:
 
     def __call__(self, items: Sequence[tuple[str, RingFrame, Roi | None, bool]]) -> torch.Tensor:
         """(stream name, frame, region of interest, whether the stream starts afresh) per stream -> the batch:
-        (B, 3, S, S) frames or (B, F) vectors."""
+        (B, 3, S, S) frames or (B, F) vectors; one row per stream, or per person where several are followed
+        (``rows`` says whose each row is)."""
         if self.front is None:
+            self.rows = [(index, None) for index in range(len(items))]
             return self.preprocess([self._frame_input(item, roi) for _, item, roi, _ in items])
         from dcrn.engine.keypoints.front import FrontState
 
-        vectors = []
-        for name, item, roi, fresh in items:
+        vectors, self.rows = [], []
+        for index, (name, item, roi, fresh) in enumerate(items):
             image = item.frame.image if roi is None else roi.crop(item.frame.image)
             state = FrontState() if fresh else self._states.get(name, FrontState())
             result, self._states[name] = self.front.step(np.ascontiguousarray(image), state)
             with self._lock:
                 self._last[name] = result
-            vectors.append(result.vector)
-        batch = torch.from_numpy(np.stack(vectors))  # (B, F)
+            for person, vector in result.rows:
+                self.rows.append((index, person))
+                vectors.append(vector)
+        batch = torch.from_numpy(np.stack(vectors))  # (R, F)
         return batch.to(device=self.device, dtype=self.dtype)
 
     def _frame_input(self, item: RingFrame, roi: Roi | None) -> torch.Tensor:

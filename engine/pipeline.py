@@ -30,12 +30,14 @@ import torch
 from dcrn.engine.backends.choice import Backend, BackendChoice, choose_backend, open_backend
 from dcrn.engine.backends.quantize import calibration_for
 from dcrn.engine.evidence.recorder import EvidenceRecorder
-from dcrn.engine.frames import STREAM_ENDED, STREAM_LOST, Frame, Roi, StreamEvent
+from dcrn.engine.frames import STREAM_ENDED, Frame, Roi, StreamEvent
 from dcrn.engine.inputs import ModelInputs
+from dcrn.engine.people import PeopleRows
 from dcrn.engine.postprocess import StreamPostprocessor
 from dcrn.engine.redact import redact
 from dcrn.engine.ring.frame_ring import FrameRing, RingFrame
 from dcrn.engine.run.config import DTYPES, PipelineConfig
+from dcrn.engine.run.events import CaptureEvents
 from dcrn.engine.run.loop import RunLoop, SinkSet
 from dcrn.engine.run.records import event_record, model_changed_record
 from dcrn.engine.sinks.base import Sink
@@ -49,7 +51,6 @@ from dcrn.models.dcrn import DCRN
 
 log = logging.getLogger(__name__)
 
-RESTORED_WAIT_S = 0.2  # how long the first frame after a reconnect waits for its stream_restored event
 POLL_S = 0.05  # longest wait for a frame before limits, stop and capture events are looked at again
 
 
@@ -70,7 +71,7 @@ class _Stream:
     roi: Roi | None = None  # the part of the picture the model sees (None: all of it)
 
 
-class Pipeline:
+class Pipeline(CaptureEvents):
     """Runs ``config`` and writes records to ``sinks``.
 
     ``on_frame(frame, prediction)`` is called on the pipeline's thread for every stepped frame, after the
@@ -94,6 +95,7 @@ class Pipeline:
         self.labels: tuple[str, ...] = tuple(self.model.config.class_names)
         config.postprocess.thresholds(self.labels)  # unknown labels in class thresholds fail here, early
         self.streams: list[_Stream] = []
+        self.people = PeopleRows(self.labels, config.postprocess)  # several people per stream (config.people)
         self.backend: Backend | None = None
         self.choice: BackendChoice | None = None  # the backend that runs (config.backend "auto" resolved)
         self._runloop = RunLoop(
@@ -145,7 +147,7 @@ class Pipeline:
             new_model,
             choice,
             dtype=DTYPES[config.dtype],
-            max_batch=len(config.sources),
+            max_batch=len(config.sources) * config.people,
             cache_dir=config.cache_dir,
             threads=config.threads,
         )
@@ -160,10 +162,14 @@ class Pipeline:
             pending, self._pending_swap = self._pending_swap, None
         if pending is None:
             return
+        for stream in self.streams:  # every person ends under the labels they started with
+            for record in self.people.drop(self.slots, stream.name):
+                self._write(record)
         self.model, self.meta, backend, self.choice = pending
         self.labels = tuple(self.model.config.class_names)
+        self.people = PeopleRows(self.labels, self.config.postprocess)
         old, self.backend = self.backend, backend
-        self.slots = StateSlots(backend, len(self.config.sources), max_gap_s=self.config.max_gap_s)
+        self.slots = self._state_slots(backend)
         self.inputs = self._model_inputs(self.model, backend)
         path = str(self.meta.get("path", ""))
         for stream in self.streams:
@@ -205,12 +211,12 @@ class Pipeline:
                 self.model,
                 choice,
                 dtype=DTYPES[config.dtype],
-                max_batch=len(config.sources),
+                max_batch=len(config.sources) * config.people,
                 cache_dir=config.cache_dir,
                 threads=config.threads,
             )
             self.choice = choice
-            self.slots = StateSlots(self.backend, len(config.sources), max_gap_s=config.max_gap_s)
+            self.slots = self._state_slots(self.backend)
             for stream in self.streams:
                 self.slots.add(stream.name)
             self.inputs = self._model_inputs(self.model, self.backend)
@@ -296,19 +302,33 @@ class Pipeline:
                 return
             self._await_restored([s for s, item in batch if s.lost and item.frame.discontinuity])
             fresh = [self.slots.observe(item.frame) for _, item in batch]  # discontinuity or time gap: a new sequence
-            records = [stream.post.reset() if new else [] for (stream, _), new in zip(batch, fresh, strict=True)]
+            records = [
+                stream.post.reset() + self.people.drop(self.slots, stream.name) if new else []
+                for (stream, _), new in zip(batch, fresh, strict=True)
+            ]
             t0 = time.monotonic()
             frames = self.inputs([(s.name, item, s.roi, new) for (s, item), new in zip(batch, fresh, strict=True)])
+            rows = self.inputs.rows  # (index in batch, person or None) per row of frames
             t1 = time.monotonic()
-            logits = self.slots.step([s.name for s, _ in batch], frames)  # (B, C)
-            logits = logits.float().cpu()  # (B, C); also the point where a GPU step has finished
+            posts = {s.name: s.post for s, _ in batch}
+            names, ended = self.people.names(self.slots, [s.name for s, _ in batch], rows, posts)
+            logits = self.slots.step(names, frames).float().cpu()  # (R, C); also where a GPU step has finished
             t2 = time.monotonic()
+            for record in ended:
+                self._write(record)
             for index, (stream, item) in enumerate(batch):
                 frame = item.frame
-                prediction, events = stream.post.update(logits[index], frame, include_logits=self._include_logits)
+                include = self._include_logits
+                outputs = [
+                    self.people.update(stream.post, person, logits[r], frame, include)
+                    for r, (i, person) in enumerate(rows)
+                    if i == index
+                ]
                 done = time.monotonic()
-                prediction["latency_ms"] = round((done - frame.captured) * 1000.0, 3)
-                for record in (*records[index], prediction, *events):
+                prediction = outputs[0][0]  # the stream's (or its first person's): for the window
+                for row_prediction, _ in outputs:
+                    row_prediction["latency_ms"] = round((done - frame.captured) * 1000.0, 3)
+                for record in (*records[index], *(r for p, events in outputs for r in (p, *events))):
                     self._write(record)
                 if self.evidence is not None:
                     self.evidence.frame(frame.stream, frame.image, frame.pts, frame.wall)
@@ -334,7 +354,14 @@ class Pipeline:
             self._flush()
 
     def _model_inputs(self, model: DCRN, backend: Backend) -> ModelInputs:
-        return ModelInputs(model, device=backend.device, dtype=backend.dtype, threads=max(1, self.config.threads))
+        threads, people = max(1, self.config.threads), self.config.people
+        return ModelInputs(model, device=backend.device, dtype=backend.dtype, threads=threads, people=people)
+
+    def _state_slots(self, backend: Backend) -> StateSlots:
+        """A row per stream, and per person followed (``people`` > 1); a person's row outlives their frame."""
+        config = self.config
+        rows = len(config.sources) * (1 + (config.people if config.people > 1 else 0))
+        return StateSlots(backend, rows, max_gap_s=config.max_gap_s)
 
     def keypoints(self, stream: str):
         """A keypoint model's newest FrontResult for ``stream`` and which parts drive the decision, or None
@@ -345,7 +372,7 @@ class Pipeline:
     def _finish(self, stream: _Stream) -> None:
         """No more frames from this stream: end its running action, write its stream_ended."""
         stream.finished = True
-        for record in stream.post.reset():
+        for record in stream.post.reset() + self.people.drop(self.slots, stream.name):
             self._write(record)
         capture = stream.capture
         if stream.ended is None and capture is not None and capture.error is not None:
@@ -355,43 +382,6 @@ class Pipeline:
             self._write(event_record(stream.ended))
             stream.ended = None
         self._flush()
-
-    # -- capture events ------------------------------------------------------------------------------
-
-    def _on_event(self, event: StreamEvent) -> None:
-        """Called on capture threads: hand the event to the pipeline's thread."""
-        try:
-            self._events.put_nowait(event)
-        except queue.Full:
-            log.warning("%s: event queue full, %s not recorded", event.stream, event.event)
-        self._wake.set()
-
-    def _handle_events(self) -> None:
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                break
-            stream = next((s for s in self.streams if s.name == event.stream), None)
-            if event.event == STREAM_ENDED and stream is not None and not stream.finished:
-                stream.ended = event  # written once the frames before it are done (see _finish)
-                continue
-            self._write(event_record(event))
-            if stream is not None:
-                stream.lost = event.event == STREAM_LOST
-            if event.event == STREAM_LOST and stream is not None:
-                for record in stream.post.reset():  # the action cannot be followed while the stream is gone
-                    self._write(record)
-        self._flush()
-
-    def _await_restored(self, streams: list[_Stream]) -> None:
-        """A lost stream's first frame again: write its stream_restored first (emitted right after the put)."""
-        deadline = time.monotonic() + RESTORED_WAIT_S
-        while streams and time.monotonic() < deadline:
-            self._handle_events()
-            streams = [s for s in streams if s.lost]
-            if streams:
-                time.sleep(0.001)
 
     # -- output --------------------------------------------------------------------------------------
 

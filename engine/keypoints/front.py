@@ -54,17 +54,21 @@ class FrontState:
     body: TrackState = field(default_factory=TrackState)
     vectors: VectorState = field(default_factory=VectorState)
     flow: torch.Tensor | None = None  # the previous frame's brightness map (1, 1, 96, 96)
+    people: tuple[tuple[int, VectorState], ...] = ()  # several people: each tracked person's vector state
 
 
 @dataclass(frozen=True)
 class FrontResult:
     """What one frame gave: the step's input and what was found (frame pixels of the frame passed in)."""
 
-    vector: np.ndarray  # (F,) float32
+    vector: np.ndarray  # (F,) float32: the largest person's (or nobody's)
     keypoints: KeypointFrame
     hands: HandsResult | None
     body: BodyResult | None
     scale: float  # frame pixels per keypoint pixel (1.0 unless the frame was scaled down)
+    # (person id, vector) per person when several are followed (FrontEnd(people > 1)); else ((None, vector),).
+    # Nobody in view: ((None, the nobody vector),).
+    rows: tuple[tuple[int | None, np.ndarray], ...] = ()
 
 
 def flow_encoder() -> DCRN:
@@ -94,16 +98,21 @@ class FrontEnd:
         hands: HandsConfig | None = None,
         body: BodyConfig | None = None,
         runtime: RuntimeOptions | None = None,
+        people: int = 1,
     ) -> None:
         self.kinds = check_kinds(kinds)
         runtime = runtime or RuntimeOptions()
+        if people < 1:
+            raise ValueError(f"people must be at least 1, got {people}")
+        self.people = people if "body" in self.kinds else 1  # several people: each their own vector (rows)
         self.hands = HandsEncoder(hands or HandsConfig(runtime=runtime)) if "hands" in self.kinds else None
-        self.body = BodyEncoder(body or BodyConfig(runtime=runtime)) if "body" in self.kinds else None
+        body = body or BodyConfig(max_people=self.people, runtime=runtime)
+        self.body = BodyEncoder(body) if "body" in self.kinds else None
         self.flow = flow_encoder() if "flow" in self.kinds else None
 
     @classmethod
-    def for_model(cls, config: DCRNConfig, *, threads: int = 1) -> FrontEnd:
-        return cls(config.features, runtime=RuntimeOptions(threads=max(1, threads)))
+    def for_model(cls, config: DCRNConfig, *, threads: int = 1, people: int = 1) -> FrontEnd:
+        return cls(config.features, runtime=RuntimeOptions(threads=max(1, threads)), people=people)
 
     @property
     def recipe(self) -> str:
@@ -135,13 +144,24 @@ class FrontEnd:
             hands=() if hands is None else tuple(HandPoints(h.landmarks, h.right) for h in hands.hands),
             people=() if body is None else tuple(BodyPoints(p.landmarks, p.visibility, p.id) for p in body.people),
         )
-        vector, vectors = keypoint_vector(found, self.kinds, state.vectors)
-        flow_prev = state.flow
+        largest = KeypointFrame(found.hands, found.people[:1])  # people come largest first with one followed
+        vector, vectors = keypoint_vector(largest, self.kinds, state.vectors)
+        flow, flow_prev = np.zeros(0, np.float32), state.flow
         if self.flow is not None:
             flow, flow_prev = flow_step(self.flow, resize_frames(frame[None], FLOW_SIZE)[0], state.flow)
-            vector = np.concatenate([flow, vector]).astype(np.float32)
-        result = FrontResult(vector, found, hands, body, factor)
-        return result, FrontState(hands_state, body_state, vectors, flow_prev)
+        rows, people = [(None, vector)], ()
+        if self.people > 1 and found.people:  # each person: their own body features and change, shared the rest
+            before = dict(state.people)
+            rows, people = [], []
+            for person in found.people:
+                own, own_state = keypoint_vector(
+                    KeypointFrame(found.hands, (person,)), self.kinds, before.get(person.id, VectorState())
+                )
+                rows.append((person.id, own))
+                people.append((person.id, own_state))
+        rows = tuple((who, np.concatenate([flow, v]).astype(np.float32)) for who, v in rows)
+        result = FrontResult(np.concatenate([flow, vector]).astype(np.float32), found, hands, body, factor, rows)
+        return result, FrontState(hands_state, body_state, vectors, flow_prev, tuple(people))
 
 
 class ClipReader:

@@ -13,6 +13,7 @@ from dcrn.engine.postprocess import PostprocessConfig
 from dcrn.models.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
+MAX_PEOPLE = 16  # people followed per stream (each costs a landmark call per frame)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class PipelineConfig:
     evidence_dir: str | None = None  # clips and snapshots of actions go here (None: no evidence)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)  # pre-roll, post-roll, retention
     rois: list[Roi | None] | None = None  # per source: the region the model sees (None: the whole picture)
+    people: int = 1  # body models: follow up to this many people per stream, each with own state and events
 
     def __post_init__(self) -> None:
         self.sources = [str(s) for s in self.sources]
@@ -51,6 +53,8 @@ class PipelineConfig:
             raise ConfigError(f"names must give one name per source, got {len(self.names)} for {len(self.sources)}")
         if self.rois is not None and len(self.rois) != len(self.sources):
             raise ConfigError(f"rois must give one region (or None) per source, got {len(self.rois)}")
+        if isinstance(self.people, bool) or not isinstance(self.people, int) or not 1 <= self.people <= MAX_PEOPLE:
+            raise ConfigError(f"people must be a whole number from 1 to {MAX_PEOPLE}, got {self.people!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.max_frames is not None and self.max_frames < 1:

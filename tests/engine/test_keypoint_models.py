@@ -19,9 +19,10 @@ import torch
 
 from dcrn.engine.keypoints.front import ClipReader, FrontEnd, FrontState, clip_inputs
 from dcrn.engine.pipeline import Pipeline, PipelineConfig
-from dcrn.models.checkpoint import load_checkpoint
+from dcrn.models.checkpoint import load_checkpoint, save_checkpoint
+from dcrn.models.dcrn import DCRN
 from dcrn.models.frame_vector import FLOW_SIZE, flow_dim
-from dcrn.models.teach import WARMUP_FRAMES, TeachOptions, teach
+from dcrn.models.teach import WARMUP_FRAMES, TeachOptions, features_config, teach
 from dcrn.models.teach_features import frame_features
 from dcrn.models.video_io import read_video, resize_frames, write_video
 
@@ -137,3 +138,39 @@ def test_eval_and_export_take_a_keypoint_model(taught, data, tmp_path):
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[1] == load_checkpoint(out)[0].input_shape[0]
     assert torch.__version__  # torch and ONNX Runtime loaded side by side
+
+
+def test_several_people_get_their_own_state_predictions_and_events(shared_dir, tmp_path):
+    """fight-cctv ``noFight/nofi075.mp4``: two people walk down a corridor side by side (real footage)."""
+    frames, fps = read_video(shared_dir / "data" / "fight-cctv/noFight/nofi075.mp4", None, 30)
+    clip = write_video(tmp_path / "corridor.mp4", frames, fps=fps or 25)
+    model = DCRN(features_config(("walk", "fall"), ("body",))).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.head[-1].weight.copy_(torch.randn(model.head[-1].weight.shape, generator=generator) * 0.05)
+    save_checkpoint(tmp_path / "body.pt", model, meta={})
+    records: list[dict] = []
+    config = PipelineConfig(
+        sources=[str(clip)],
+        model=str(tmp_path / "body.pt"),
+        backend="onnxruntime",
+        people=2,
+        include_logits=True,
+        pace=False,
+    )
+    Pipeline(config, on_record=records.append).run()
+    predictions = [r for r in records if r["type"] == "prediction"]
+    by_frame: dict[int, list[dict]] = {}
+    for record in predictions:
+        by_frame.setdefault(record["frame"], []).append(record)
+    both = [rows for rows in by_frame.values() if len(rows) == 2]
+    assert len(both) >= 10, "two people followed at once in most frames"
+    assert len(by_frame) == 30, "every frame has its predictions"
+    a, b = both[-1]
+    assert a["person"] != b["person"]
+    assert not np.allclose(a["logits"], b["logits"]), "two people: two states, two predictions"
+    people = {r.get("person") for r in predictions}
+    assert len(people - {None}) >= 2
+    ended = [r for r in records if r.get("event") == "action_ended" and "person" in r]
+    started = [r for r in records if r.get("event") == "action_started" and "person" in r]
+    assert len(ended) == len(started) >= 2, "each person's action ends with them or at the end of the stream"
