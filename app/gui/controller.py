@@ -273,6 +273,7 @@ class Controller(QObject):
             status=self.status,
             source=self.window.view.overlay.source,
             truth=shown.truth,
+            keypoints=shown.keypoints,
         )
         self.window.show_frame(shown.image, overlay, p.get("top", []))
 

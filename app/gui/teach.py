@@ -24,6 +24,7 @@ from dcrn.models.teach_data import ClipInfo, TeachDataset, new_session_id
 
 from .teach_jobs import (
     MIN_KEEP_S,
+    ClipChecks,
     ClipRecorder,
     ClipTap,
     Job,
@@ -114,6 +115,8 @@ class TeachController(QObject):
         self.session_id: str | None = None  # one per recording sitting (source session and data set)
         self.last_pts: float | None = None  # pts of the newest frame shown
         self.jobs: list[Job] = []
+        self.checks = ClipChecks(self._run, self)  # hands and bodies in each new clip: a warning when none
+        self.checks.warned.connect(panel.warn_clip)
         self.train_job: Job | None = None
         self.last_report = None  # the newest TeachReport
         self.pending_model: str | None = None  # taught, not above chance: used only on the user's yes
@@ -341,6 +344,7 @@ class TeachController(QObject):
         seconds = info.frames / info.fps if info.fps else 0.0
         self.panel.show_message(f"Saved {info.path} ({seconds:.1f} s)")
         self.host.add_event("clip_recorded", f"{info.label}: {info.path}")
+        self.checks.check(self.dataset.root, info.path)
 
     # -- cutting from a file -------------------------------------------------------------------------
     def mark_in(self) -> None:

@@ -8,6 +8,9 @@ Everything it learns reaches the GUI thread through Qt signals (queued across th
   enough, then says ``full``.
 - :class:`Job` runs one function on a plain thread (finish a clip, cut a clip from a file, train) with
   ``progress(stage, done, total)``, ``done(result)`` and ``failed(message)``.
+- :class:`ClipChecks` looks for hands and bodies in every new clip (a ``Job`` each) and says
+  ``warned(path, text)`` of a clip with neither in most frames; what it reads fills teaching's keypoint
+  cache, so the next training does not read the clip again.
 
 and a few path helpers the teach controller shows or decides with (``display_path``, ``is_file_source``,
 ``model_path_for``, ``clip_note``).
@@ -20,16 +23,17 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from PyQt6.QtCore import QObject, pyqtSignal
+from PyQt6.QtCore import QObject, Qt, pyqtSignal
 
 from dcrn.models.errors import DcrnError
 from dcrn.models.teach_data import ClipInfo, TeachDataset
 
 from .source_panel import DEMO_SOURCE
-from .worker import MIN_KEEP_S, ClipRecorder, Frame, record_clips, redact
+from .worker import MIN_KEEP_S, ClipRecorder, Frame, keypoint_reader, record_clips, redact
 
 __all__ = [
     "MIN_KEEP_S",
+    "ClipChecks",
     "ClipRecorder",
     "ClipTap",
     "Job",
@@ -38,6 +42,7 @@ __all__ = [
     "display_path",
     "finish_clip",
     "is_file_source",
+    "keypoint_warning",
     "model_path_for",
     "train_model",
 ]
@@ -45,6 +50,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 3  # frames between two progress signals of a tap
+FOUND_IN_MOST = 0.5  # a clip with a hand, or a body, in fewer than this share of its frames gets a warning
+KEYPOINT_CACHE = Path(".cache") / "features" / "keypoints"  # in the data set: where `dcrn teach` looks first
 
 
 class ClipTap(QObject):
@@ -133,6 +140,72 @@ class Job(QObject):
             self.failed.emit(redact(f"{type(exc).__name__}: {exc}"))
         else:
             self.done.emit(result)
+
+
+class ClipChecks(QObject):
+    """Looks for hands and bodies in new clips, one clip at a time off the GUI thread.
+
+    ``check(root, path)`` (GUI thread) hands a :class:`Job` to ``run``; when the clip has neither a hand nor
+    a body in most frames, ``warned(path, text)`` follows on the GUI thread. ``results`` maps each checked
+    clip's path to its warning ("" when hands or a body were found). Where the keypoint graphs cannot run
+    (OpenVINO missing), clips are not checked: a log line says so.
+    """
+
+    warned = pyqtSignal(str, str)  # clip path (relative to its data set), warning
+
+    def __init__(self, run: Callable[[Job], None], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.run = run  # starts a job (the teach controller's, so that shutting down waits for it)
+        self.results: dict[str, str] = {}
+        self._lock = threading.Lock()  # one clip at a time: the reader's graphs are not shared between threads
+        self._reader = None  # made on the first check, on its job's thread (compiling the graphs takes seconds)
+        self._tried = False
+
+    def check(self, root: Path, path: str) -> None:
+        # no Qt parent: the job's thread keeps it alive, so a check still under way when the window closes
+        # ends quietly (its queued result finds no receiver) instead of emitting from a deleted object
+        job = Job("check-keypoints", lambda job: self._read(job, Path(root), path))
+        job.done.connect(self._checked, Qt.ConnectionType.QueuedConnection)
+        self.run(job)
+
+    def _read(self, job: Job, root: Path, path: str) -> tuple[str, str] | None:
+        from dcrn.models.teach_features import KeypointCache
+
+        with self._lock:
+            if job.cancel_event.is_set():
+                return None
+            if not self._tried:
+                self._reader, self._tried = keypoint_reader(), True
+            if job.cancel_event.is_set():
+                return None
+            if self._reader is None:
+                log.info("%s: hands and bodies not looked for (the keypoint graphs cannot run here)", path)
+                return None
+            found = KeypointCache(root / KEYPOINT_CACHE).clip(self._reader, root / path).found()
+        log.info(
+            "%s: a hand in %.0f%% of its frames, a body in %.0f%%", path, 100 * found["hands"], 100 * found["body"]
+        )
+        return path, keypoint_warning(found)
+
+    def _checked(self, result: tuple[str, str] | None) -> None:
+        if result is None:
+            return
+        path, warning = result
+        self.results[path] = warning
+        if warning:
+            self.warned.emit(path, warning)
+
+
+def keypoint_warning(found: dict[str, float]) -> str:
+    """What to tell of a clip with neither a hand nor a body in most frames ("" otherwise); ``found``:
+    :meth:`~dcrn.models.frame_vector.ClipKeypoints.found`."""
+    hands, body = found["hands"], found["body"]
+    if max(hands, body) >= FOUND_IN_MOST:
+        return ""
+    return (
+        f"no hand or body found in most frames of this clip (hand {hands:.0%}, body {body:.0%}): "
+        "keep hands and body in view"
+    )
 
 
 def finish_clip(recorder: ClipRecorder, *, keep: bool = True) -> Callable[[Job], ClipInfo | None]:

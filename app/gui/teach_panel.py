@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtGui import QBrush, QColor
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
@@ -35,6 +36,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+WARNING_COLOR = QColor(180, 35, 24)  # a clip row with a warning (no hand or body found in it)
 STAGE_TITLES = {"features": "Computing features", "cross-validation": "Cross-validating", "training": "Training"}
 
 
@@ -175,6 +177,7 @@ class TeachPanel(QWidget):
         self.report.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        self._warnings: dict[str, str] = {}  # clip path -> what is wrong with it, for the data set shown
         self._build_layout()
         self._connect()
         self.set_file_source(False)
@@ -278,6 +281,8 @@ class TeachPanel(QWidget):
     # -- display, called by the teach controller ------------------------------------------------------
     def set_dataset(self, path: str, labels: list[str], counts: dict[str, int], clips: list[ClipRow]) -> None:
         """Show a data set; the selected label stays selected when it still exists."""
+        if path != self.dataset_path.text():
+            self._warnings.clear()
         self.dataset_path.setText(path)
         self.dataset_path.setToolTip(path)
         selected = self.current_label()
@@ -297,9 +302,30 @@ class TeachPanel(QWidget):
             item = QTreeWidgetItem([clip.path.rsplit("/", 1)[-1], clip.label, f"{clip.seconds:.1f} s"])
             item.setData(0, Qt.ItemDataRole.UserRole, clip.path)
             item.setToolTip(0, f"{clip.path}{'  ·  ' + clip.note if clip.note else ''}")
+            self._mark(item)
             self.clips.addTopLevelItem(item)
         if clips:
             self.clips.scrollToBottom()
+
+    def warn_clip(self, path: str, text: str) -> None:
+        """Mark the clip ``path`` as one with a problem (``text``, in its tooltip) and say so below."""
+        self._warnings[path] = text
+        for i in range(self.clips.topLevelItemCount()):
+            if self.clips.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole) == path:
+                self._mark(self.clips.topLevelItem(i))
+        self.show_message(f"{path.rsplit('/', 1)[-1]}: {text}", error=True)
+
+    def clip_warning(self, path: str) -> str:
+        """The warning shown on the clip ``path`` ("" when none)."""
+        return self._warnings.get(path, "")
+
+    def _mark(self, item: QTreeWidgetItem) -> None:
+        warning = self._warnings.get(str(item.data(0, Qt.ItemDataRole.UserRole)), "")
+        if warning and not item.text(0).startswith("⚠ "):
+            item.setText(0, f"⚠ {item.text(0)}")
+            item.setToolTip(0, f"{warning}\n{item.toolTip(0)}")
+            for column in range(self.clips.columnCount()):
+                item.setForeground(column, QBrush(WARNING_COLOR))
 
     def set_recording(self, active: bool) -> None:
         """While clips are being recorded, the record button stops them and label edits wait."""

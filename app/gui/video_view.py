@@ -1,4 +1,4 @@
-"""The live video with the prediction overlay painted on top."""
+"""The live video with the prediction overlay painted on top (and a keypoint model's hands and bodies)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from PyQt6.QtCore import QRect, QRectF, QSize, Qt
 from PyQt6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPaintEvent, QPen
 from PyQt6.QtWidgets import QSizePolicy, QWidget
+
+from .keypoint_overlay import Keypoints, explanation, paint_keypoints
 
 REC_COLOR = QColor(220, 30, 30)
 STATUS_COLORS = {
@@ -44,6 +46,7 @@ class Overlay:
     status: str = "idle"
     source: str = ""  # redacted
     truth: str | None = None  # ground truth, when the source knows it
+    keypoints: Keypoints | None = None  # a keypoint model's landmarks (frame pixels) and which parts decide
 
 
 class VideoView(QWidget):
@@ -85,12 +88,19 @@ class VideoView(QWidget):
         """The text written across the last frame once the stream no longer runs ("" while it does)."""
         return OVER_TEXT.get(self.overlay.status, "") if self.image is not None else ""
 
+    @property
+    def explanation(self) -> str:
+        """The line under the label naming the parts that drive a keypoint model's decision ("" otherwise)."""
+        return explanation(self.overlay.keypoints)
+
     def snapshot(self) -> QImage | None:
         """The current frame at its own resolution with the overlay drawn on it."""
         if self.image is None:
             return None
         out = self.image.convertToFormat(QImage.Format.Format_RGB32)
         painter = QPainter(out)
+        if self.overlay.keypoints is not None:
+            paint_keypoints(painter, QRect(0, 0, out.width(), out.height()), out.size(), self.overlay.keypoints)
         paint_overlay(painter, QRect(0, 0, out.width(), out.height()), self.overlay)
         if self.recording is not None:
             paint_recording(painter, QRect(0, 0, out.width(), out.height()), self.recording)
@@ -108,6 +118,8 @@ class VideoView(QWidget):
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             painter.drawImage(target, self.image)
             self.frames_painted += 1
+            if self.overlay.keypoints is not None:  # under the caption's dimming once the stream is over
+                paint_keypoints(painter, target, self.image.size(), self.overlay.keypoints)
             if self.caption:
                 painter.fillRect(target, DIM)
                 font = _font(target, 0.07)
@@ -166,7 +178,8 @@ def paint_recording(painter: QPainter, rect: QRect, recording: Recording) -> Non
 
 
 def paint_overlay(painter: QPainter, rect: QRect, overlay: Overlay) -> None:
-    """Current action and confidence (top left), stream status (top right), source and truth (bottom)."""
+    """Current action and confidence (top left) with the parts that drive it under them (a keypoint model),
+    stream status (top right), source and truth (bottom)."""
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     margin = max(6, rect.height() // 40)
     if overlay.label:
@@ -181,6 +194,11 @@ def paint_overlay(painter: QPainter, rect: QRect, overlay: Overlay) -> None:
         bar = QRectF(rect.left() + margin, rect.top() + margin + QFontMetrics(font).height() + 2 * _pad(font), bar_w, 5)
         painter.fillRect(bar, QColor(0, 0, 0, 170))
         painter.fillRect(QRectF(bar.x(), bar.y(), bar.width() * max(0.0, min(1.0, overlay.score)), 5), _accent())
+        why = explanation(overlay.keypoints)
+        if why:
+            small = _font(rect, 0.034, bold=False)
+            why = _elide(why, small, rect.width() * 3 // 4)
+            _badge(painter, rect.left() + margin, int(bar.bottom()) + margin // 2, why, small, QColor(0, 0, 0, 150))
         painter.setOpacity(1.0)
     status = overlay.status.upper()
     font = _font(rect, 0.04)

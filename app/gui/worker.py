@@ -3,7 +3,8 @@
 :class:`EngineWorker` builds a :class:`~dcrn.engine.pipeline.Pipeline` and runs it in a plain thread.
 Everything it learns reaches the GUI thread only through Qt signals (queued across threads):
 
-- ``frame_ready(Shown)`` -- a frame converted to a ``QImage`` with its prediction. At most
+- ``frame_ready(Shown)`` -- a frame converted to a ``QImage`` with its prediction (and, for a model taught on
+  hands or bodies, a :class:`~.keypoint_overlay.Keypoints` copy of what it found there). At most
   ``MAX_IN_FLIGHT`` frames wait in the GUI's event queue; newer ones are dropped here (and counted) when
   painting falls behind, so a slow window never slows the engine or grows a backlog.
 - ``record(dict)`` -- every event and stats record (predictions travel with their frames).
@@ -13,9 +14,10 @@ Everything it learns reaches the GUI thread only through Qt signals (queued acro
 
 The other engine names the GUI needs pass through here as well, so this module's ``__all__`` is the whole
 engine surface the window depends on: ``redact`` (credential-free text), ``Frame`` and the clip recording
-of the Teach panel (``ClipRecorder``, ``record_clips``, ``MIN_KEEP_S``; run off the GUI thread by
-:mod:`.teach_jobs`), and ``probe_cameras`` (run off the GUI thread by :mod:`.cameras`). Other GUI modules
-import these from here, never from the engine (tests/app/test_gui_boundary.py checks it).
+of the Teach panel (``ClipRecorder``, ``record_clips``, ``MIN_KEEP_S``, and ``keypoint_reader`` for the
+clips' hands and bodies; run off the GUI thread by :mod:`.teach_jobs`), and ``probe_cameras`` (run off the
+GUI thread by :mod:`.cameras`). Other GUI modules import these from here, never from the engine
+(tests/app/test_gui_boundary.py checks it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -38,6 +41,12 @@ from dcrn.engine.recorder import MIN_KEEP_S, ClipRecorder, record_clips
 from dcrn.engine.redact import redact, without_secrets
 from dcrn.engine.sources.camera import probe_cameras
 from dcrn.models.errors import DcrnError
+from dcrn.models.frame_vector import hand_order
+
+from .keypoint_overlay import Keypoints
+
+if TYPE_CHECKING:
+    from dcrn.engine.keypoints.front import FrontResult
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,7 @@ __all__ = [
     "Frame",
     "SessionSpec",
     "Shown",
+    "keypoint_reader",
     "probe_cameras",
     "record_clips",
     "redact",
@@ -82,6 +92,7 @@ class Shown:
     prediction: dict  # the prediction record (label, score, top, latency_ms, ...)
     captured: float  # time.monotonic() at capture (end-to-end latency at paint time)
     truth: str | None = None  # ground-truth label when the source knows it (the demo stream)
+    keypoints: Keypoints | None = None  # a keypoint model's landmarks and explanation; None for other models
 
 
 class EngineWorker(QObject):
@@ -101,6 +112,7 @@ class EngineWorker(QObject):
         self._pipeline: Pipeline | None = None
         self._labels: tuple[str, ...] | None = None  # the source's ground-truth classes (the demo stream's)
         self._tap: Callable[[Frame], None] | None = None
+        self._keypoints_failed = False  # reading the landmarks failed once: the window shows frames without them
         self.source_fps: float | None = None  # the source's nominal frame rate, once it is open
         self._thread = threading.Thread(target=self._run, name="dcrn-gui-engine", daemon=True)
 
@@ -220,7 +232,22 @@ class EngineWorker(QObject):
         truth = None
         if frame.label is not None and 0 <= frame.label < len(self._labels):
             truth = self._labels[frame.label]
-        self.frame_ready.emit(Shown(to_qimage(frame.image), dict(prediction), frame.captured, truth))
+        keypoints = self._keypoints(frame.stream)
+        self.frame_ready.emit(Shown(to_qimage(frame.image), dict(prediction), frame.captured, truth, keypoints))
+
+    def _keypoints(self, stream: str) -> Keypoints | None:
+        """A keypoint model's landmarks of the stream's newest frame as window-side copies (else None)."""
+        with self._lock:
+            pipeline = self._pipeline
+        if pipeline is None or not pipeline.model.takes_vectors or self._keypoints_failed:
+            return None
+        try:
+            found = pipeline.keypoints(stream)
+            return None if found is None else to_keypoints(*found)
+        except Exception:  # a bug here must not stop the frames (a frame posted is a frame counted in flight)
+            log.exception("reading the landmarks for the window failed; frames are shown without them")
+            self._keypoints_failed = True
+            return None
 
     def _source_opened(self) -> None:
         with self._lock:
@@ -241,6 +268,23 @@ def to_qimage(image: np.ndarray) -> QImage:
     image = np.ascontiguousarray(image)
     height, width = image.shape[:2]
     return QImage(image.data, width, height, image.strides[0], QImage.Format.Format_RGB888).copy()
+
+
+def to_keypoints(result: FrontResult, explained: dict) -> Keypoints:
+    """A FrontResult and its explanation (:meth:`Pipeline.keypoints`) -> copies in the displayed frame's pixels
+    (the keypoint graphs saw the frame scaled down by ``result.scale``)."""
+    scale = np.float32(result.scale)
+    people = tuple(
+        np.column_stack([p.landmarks[:, :2] * scale, p.visibility]).astype(np.float32) for p in result.keypoints.people
+    )
+    hands = tuple((h.landmarks[:, :2] * scale).astype(np.float32) for h in hand_order(result.keypoints.hands))
+    tracked = [
+        *(() if result.hands is None else result.hands.hands),
+        *(() if result.body is None else result.body.people),
+    ]
+    regions = tuple((t.roi.corners() * scale).astype(np.float32) for t in tracked)
+    parts = tuple((str(name), float(share)) for name, share in explained.get("parts", ()))
+    return Keypoints(people, hands, regions, str(explained.get("label", "")), parts)
 
 
 def redact_text(text: str, uri: str) -> str:
