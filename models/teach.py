@@ -29,6 +29,7 @@ same fixed multi-timescale memory (:mod:`dcrn.models.memory_cell`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -92,6 +93,7 @@ class TeachOptions:
     l2: float | None = None  # fixed regularisation (skips its selection)
     keypoints: KeypointReader | None = None  # finds hands and bodies: with it, keypoint models are tried too
     kinds: tuple[tuple[str, ...], ...] | None = None  # which candidates to try (default: CANDIDATES available)
+    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))  # clips read for keypoints at once
 
 
 @dataclass
@@ -235,7 +237,7 @@ def teach(options: TeachOptions) -> TeachReport:
     inputs, found = {"flow": flow}, {}
     if options.keypoints is not None:
         clips = KeypointCache(Path(cache_root) / "keypoints").clips(
-            options.keypoints, paths, options.progress, options.cancel
+            options.keypoints, paths, options.progress, options.cancel, workers=options.workers
         )
         frames = [clip.frames() for clip in clips]
         total = max(sum(len(f) for f in frames), 1)

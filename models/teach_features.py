@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Protocol
 
@@ -100,12 +101,22 @@ class KeypointCache:
             np.savez(handle, **clip.to_arrays())
         return clip
 
-    def clips(self, reader: KeypointReader, paths: Sequence[Path], progress=None, cancel=None) -> list[ClipKeypoints]:
-        out = []
-        for k, path in enumerate(paths):
-            check_cancel(cancel)
-            out.append(self.clip(reader, Path(path)))
-            report(progress, "keypoints", k + 1, len(paths))
+    def clips(
+        self, reader: KeypointReader, paths: Sequence[Path], progress=None, cancel=None, workers: int = 1
+    ) -> list[ClipKeypoints]:
+        """Every clip's keypoints, ``workers`` clips at a time (the reader must be thread-safe then; the
+        engine's is: its graphs release the GIL and keep one request per thread)."""
+        out: list[ClipKeypoints | None] = [None] * len(paths)
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="dcrn-keypoints") as pool:
+            pending = {pool.submit(self.clip, reader, Path(path)): k for k, path in enumerate(paths)}
+            try:
+                for done, future in enumerate(as_completed(pending), start=1):
+                    out[pending[future]] = future.result()
+                    report(progress, "keypoints", done, len(paths))
+                    check_cancel(cancel)
+            finally:
+                for future in pending:
+                    future.cancel()  # cancelled or failed: clips not started yet are not read
         return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,9 @@ class Graph:
         outputs = list(compiled.outputs)
         order = sorted(range(len(outputs)), key=lambda i: _output_order(outputs[i].get_any_name()))
         self._outputs = [outputs[i] for i in order]
-        self._request = compiled.create_infer_request()
+        self._compiled = compiled
+        self._local = threading.local()  # one infer request per thread: a graph may serve several threads
+        self._lock = threading.Lock()
         self.calls = 0  # inferences run so far
         log.debug("compiled %s (%s, %d thread(s))", name, self.precision, options.threads)
 
@@ -74,8 +77,12 @@ class Graph:
         """``tensor`` (1, H, W, 3) float32 -> the graph's outputs (copies, each with the batch axis)."""
         if tensor.shape != self.input_shape or tensor.dtype != np.float32:
             raise ValueError(f"{self.name} takes {self.input_shape} float32, got {tensor.shape} {tensor.dtype}")
-        self.calls += 1
-        results = self._request.infer({0: tensor}, share_inputs=True, share_outputs=False)  # outputs copied
+        with self._lock:
+            self.calls += 1
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        results = request.infer({0: tensor}, share_inputs=True, share_outputs=False)  # outputs copied
         return [results[port] for port in self._outputs]
 
 

@@ -92,7 +92,7 @@ def test_nobody_in_view_is_the_background_class_live_and_someone_is_found(taught
     out, _ = taught
     for clip, expected in ((data / "nobody" / "n1.mp4", "nobody"), (data / "someone" / "s1.mp4", "someone")):
         records: list[dict] = []
-        config = PipelineConfig(sources=[str(clip)], model=str(out), backend="onnxruntime")
+        config = PipelineConfig(sources=[str(clip)], model=str(out), backend="onnxruntime", pace=False)
         Pipeline(config, on_record=records.append).run()
         labels = [r["label"] for r in records if r["type"] == "prediction"]
         assert len(labels) == FRAMES
@@ -102,7 +102,9 @@ def test_nobody_in_view_is_the_background_class_live_and_someone_is_found(taught
 def test_the_window_gets_landmarks_and_the_parts_behind_the_decision(taught, data):
     out, _ = taught
     seen = []
-    config = PipelineConfig(sources=[str(data / "someone" / "s0.mp4")], model=str(out), backend="onnxruntime")
+    config = PipelineConfig(
+        sources=[str(data / "someone" / "s0.mp4")], model=str(out), backend="onnxruntime", pace=False
+    )
     pipeline = Pipeline(config, on_frame=lambda frame, prediction: seen.append(pipeline.keypoints(frame.stream)))
     pipeline.run()
     found = [s for s in seen if s is not None and s[0].body is not None and s[0].body.people]
