@@ -33,6 +33,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -252,10 +253,8 @@ def teach(options: TeachOptions) -> TeachReport:
         raise DataError(f"none of {['+'.join(k) for k in wanted]} can be taught from these clips: {found}")
     tried = [_candidate(kinds, index.classes, inputs) for kinds in candidates]
     l2_choices = (options.l2,) if options.l2 is not None else L2_CHOICES
-    for t in tried if folds else ():
-        t.l2, t.pred, t.per_fold = choose_l2(
-            t.memories, labels, folds, len(index.classes), l2_choices, options.progress, options.cancel
-        )
+    if folds:  # the candidates side by side, one per core (torch's fits release the GIL)
+        _cross_validate_all(tried, labels, folds, len(index.classes), l2_choices, options)
     # the best cross-validated accuracy; on a tie the cheaper (earlier) candidate
     best = max(tried, key=lambda t: (t.accuracy(labels) or 0.0, -tried.index(t)))
     model, accuracy, l2, per_fold = best.model, best.accuracy(labels), best.l2, best.per_fold
@@ -297,6 +296,23 @@ def teach(options: TeachOptions) -> TeachReport:
     save_checkpoint(options.out, model, meta={"taught": report.to_dict(), "data": str(options.data)})
     log.info("saved %s", options.out)
     return report
+
+
+def _cross_validate_all(tried: list[_Tried], labels, folds, num_classes: int, l2_choices, options) -> None:
+    def run(t: _Tried) -> None:
+        t.l2, t.pred, t.per_fold = choose_l2(t.memories, labels, folds, num_classes, l2_choices, None, options.cancel)
+
+    if len(tried) == 1:  # one candidate: its progress per fit, as before
+        t = tried[0]
+        t.l2, t.pred, t.per_fold = choose_l2(
+            t.memories, labels, folds, num_classes, l2_choices, options.progress, options.cancel
+        )
+        return
+    with ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="dcrn-teach") as pool:
+        futures = [pool.submit(run, t) for t in tried]
+        for done, future in enumerate(as_completed(futures), start=1):
+            future.result()
+            _report(options.progress, "cross-validation", done, len(tried))
 
 
 def _candidate(kinds: tuple[str, ...], labels: Sequence[str], inputs: dict[str, list[np.ndarray]]) -> _Tried:

@@ -37,7 +37,12 @@ from PyQt6.QtWidgets import (
 )
 
 WARNING_COLOR = QColor(180, 35, 24)  # a clip row with a warning (no hand or body found in it)
-STAGE_TITLES = {"features": "Computing features", "cross-validation": "Cross-validating", "training": "Training"}
+STAGE_TITLES = {
+    "features": "Computing features",
+    "keypoints": "Finding hands and bodies",
+    "cross-validation": "Cross-validating",
+    "training": "Training",
+}
 
 
 @dataclass(frozen=True)
