@@ -11,8 +11,9 @@ same fixed multi-timescale memory (:mod:`dcrn.models.memory_cell`).
    ``KeypointReader``, its hands' and body's landmarks) computed once, then cached on disk keyed by the
    clip's content (a SHA-1 of the file) and the recipe (:mod:`dcrn.models.teach_features`): adding clips
    computes only the new ones, and a copied or moved data folder keeps its cache.
-2. **What to see, from the data.** Every candidate is cross-validated (below) and the best kept; on a tie
-   the cheaper one (flow first), so where the picture's motion already separates the labels, flow stays.
+2. **What to see, from the data.** Every candidate is cross-validated (below); the cheapest one within one
+   standard error of the best score is kept (:func:`choose_candidate`), so where the picture's motion
+   already separates the labels, flow stays.
    A keypoint kind found in fewer than ``MIN_FOUND`` of the frames (no hands in view) is not tried. Each
    candidate's score is reported. The head is an L2-regularised softmax regression on the standardised memory
    of every frame after a short warm-up. Its regularisation strength is chosen by cross-validation among a
@@ -255,8 +256,7 @@ def teach(options: TeachOptions) -> TeachReport:
     l2_choices = (options.l2,) if options.l2 is not None else L2_CHOICES
     if folds:  # the candidates side by side, one per core (torch's fits release the GIL)
         _cross_validate_all(tried, labels, folds, len(index.classes), l2_choices, options)
-    # the best cross-validated accuracy; on a tie the cheaper (earlier) candidate
-    best = max(tried, key=lambda t: (t.accuracy(labels) or 0.0, -tried.index(t)))
+    best = choose_candidate(tried, labels)
     model, accuracy, l2, per_fold = best.model, best.accuracy(labels), best.l2, best.per_fold
     confusion = np.zeros((len(index.classes),) * 2 if folds else (0, 0), dtype=int)
     if folds:
@@ -296,6 +296,16 @@ def teach(options: TeachOptions) -> TeachReport:
     save_checkpoint(options.out, model, meta={"taught": report.to_dict(), "data": str(options.data)})
     log.info("saved %s", options.out)
     return report
+
+
+def choose_candidate(tried: list[_Tried], labels: np.ndarray) -> _Tried:
+    """The cheapest candidate (they come cheapest first) whose cross-validated accuracy is within one standard
+    error of the best one's (Breiman's one-standard-error rule): a costlier kind must beat a cheaper one by
+    more than the estimate's own noise, so where flow already separates the labels, flow is kept."""
+    scores = [t.accuracy(labels) or 0.0 for t in tried]
+    top = max(scores)
+    margin = float(np.sqrt(top * (1 - top) / max(len(labels), 1)))
+    return next(t for t, score in zip(tried, scores, strict=True) if score >= top - margin - 1e-9)
 
 
 def _cross_validate_all(tried: list[_Tried], labels, folds, num_classes: int, l2_choices, options) -> None:

@@ -221,3 +221,20 @@ def test_a_folder_with_train_and_test_inside_teaches_on_train_only(tmp_path):
     make_dataset(root / "test", 1, first_seed=500)
     report = teach(TeachOptions(data=root, out=tmp_path / "m.pt"))
     assert report.clips_per_label == {"pan_left": 2, "pan_right": 2, "still": 2}
+
+
+def test_a_costlier_kind_is_kept_only_when_it_beats_a_cheaper_one_by_more_than_the_noise():
+    from dcrn.models.teach import _Tried, choose_candidate
+
+    labels = np.array([0] * 12 + [1] * 11)
+
+    def scored(kinds: tuple[str, ...], right: int) -> _Tried:
+        tried = _Tried(kinds, None, [], 1.0)
+        tried.pred = labels.copy()
+        tried.pred[: len(labels) - right] = 1 - tried.pred[: len(labels) - right]
+        return tried
+
+    flow, body = ("flow",), ("body",)
+    assert choose_candidate([scored(flow, 18), scored(body, 20)], labels).kinds == body  # 0.78 vs 0.87
+    assert choose_candidate([scored(flow, 19), scored(body, 20)], labels).kinds == flow  # within one error
+    assert choose_candidate([scored(flow, 23), scored(body, 23)], labels).kinds == flow  # a tie: the cheaper
