@@ -1,7 +1,7 @@
 """How long ``dcrn teach`` takes on 5 labels x 10 clips of 3 s, 640 px wide, cold (nothing cached) and warm.
 
 ``python -m scripts.measure.teach_time [--out FOLDER]`` cuts 50 clips of 90 frames (3 s at 30 fps) from the
-GMDCSA24 clips (``../shared/data``; 640x480, or 1280x720 scaled to 640x360; windows 45 frames apart; labels
+GMDCSA24 clips (``../shared/data``; 640x480, or 1280x720 scaled to 640x360; windows 30 frames apart; labels
 assigned in turn: they mean nothing, only the time is measured), then runs ``teach`` with the picture's flow
 only, then with hands and bodies tried: once with an empty cache (every clip's flow and keypoints read) and
 once warm (what *Train* costs in the window, whose Teach tab reads each clip's keypoints as it is
@@ -26,7 +26,7 @@ from scripts.measure import harness
 
 log = logging.getLogger(__name__)
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-LABELS, PER_LABEL, FRAMES, STRIDE = 5, 10, 90, 45
+LABELS, PER_LABEL, FRAMES, STRIDE = 5, 10, 90, 30
 
 
 def make_clips(data: Path, out: Path) -> int:
