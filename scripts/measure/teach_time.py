@@ -1,11 +1,11 @@
 """How long ``dcrn teach`` takes on 5 labels x 10 clips of 3 s, 640 px wide, cold (nothing cached) and warm.
 
-``python -m scripts.measure.teach_time [--out FOLDER]`` cuts 50 clips of 90 frames (3 s at 30 fps) from the
-GMDCSA24 clips (``../shared/data``; 640x480, or 1280x720 scaled to 640x360; windows 30 frames apart; labels
-assigned in turn: they mean nothing, only the time is measured), then runs ``teach`` with the picture's flow
-only, then with hands and bodies tried: once with an empty cache (every clip's flow and keypoints read) and
-once warm (what *Train* costs in the window, whose Teach tab reads each clip's keypoints as it is
-recorded). Writes ``FOLDER/teach_time.json``.
+``python -m scripts.measure.teach_time [--out FOLDER]`` cuts up to 50 clips of 90 frames (3 s at 30 fps)
+from the GMDCSA24 clips (``../shared/data``; 44 is all they give; 640x480, or 1280x720 scaled to 640x360;
+windows 30 frames apart; labels assigned in turn: they mean nothing, only the time is measured), then runs
+``teach`` with the picture's flow only, then with hands and bodies tried: once with an empty cache (every
+clip's flow and keypoints read) and once warm (what *Train* costs in the window, whose Teach tab reads each
+clip's keypoints as it is recorded). Writes ``FOLDER/teach_time.json``.
 """
 
 from __future__ import annotations
