@@ -96,6 +96,7 @@ class Pipeline(CaptureEvents):
         config.postprocess.thresholds(self.labels)  # unknown labels in class thresholds fail here, early
         self.streams: list[_Stream] = []
         self.people = PeopleRows(self.labels, config.postprocess)  # several people per stream (config.people)
+        self.inputs: ModelInputs | None = None  # what the step reads; made with the backend in run()
         self.backend: Backend | None = None
         self.choice: BackendChoice | None = None  # the backend that runs (config.backend "auto" resolved)
         self._runloop = RunLoop(
@@ -366,8 +367,7 @@ class Pipeline(CaptureEvents):
     def keypoints(self, stream: str):
         """A keypoint model's newest FrontResult for ``stream`` and which parts drive the decision, or None
         (:meth:`ModelInputs.explained`). Call it on the pipeline's thread (from ``on_frame``)."""
-        inputs = getattr(self, "inputs", None)
-        return None if inputs is None else inputs.explained(stream, self.slots)
+        return None if self.inputs is None else self.inputs.explained(stream, self.slots)
 
     def _finish(self, stream: _Stream) -> None:
         """No more frames from this stream: end its running action, write its stream_ended."""

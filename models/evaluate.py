@@ -241,10 +241,10 @@ def _predict(weights: tuple, x: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def run_stream(
-    model: DCRN, sample: Sample, classes, chunk: int = 256, options: EvalOptions | None = None
+    model: DCRN, sample: Sample, classes, options: EvalOptions, chunk: int = 256
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The whole stream with the state carried along -> (predicted, true) per frame, and its fps."""
-    inputs, fps = clip_inputs(model, sample.path, options or EvalOptions(Path(), ""))  # (N, ...)
+    inputs, fps = clip_inputs(model, sample.path, options)  # (N, ...)
     labels = read_frame_labels(sample.frame_labels, classes)[: len(inputs)]
     labels = np.concatenate([labels, np.full(len(inputs) - len(labels), -1)])
     state = None
@@ -276,7 +276,7 @@ def stream_metrics(model: DCRN, index: DataIndex, options: EvalOptions) -> dict:
     log.info("eval: %d streams, each with its state carried along", len(index.streams))
     bar = Progress(len(index.streams), "eval streams", enabled=options.progress)
     for sample in index.streams:
-        pred, true, fps = run_stream(model, sample, index.classes, options=options)
+        pred, true, fps = run_stream(model, sample, index.classes, options)
         bar.update()
         mask = true >= 0
         hits = int((pred == true)[mask].sum())

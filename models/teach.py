@@ -309,20 +309,19 @@ def choose_candidate(tried: list[_Tried], labels: np.ndarray) -> _Tried:
 
 
 def _cross_validate_all(tried: list[_Tried], labels, folds, num_classes: int, l2_choices, options) -> None:
-    def run(t: _Tried) -> None:
-        t.l2, t.pred, t.per_fold = choose_l2(t.memories, labels, folds, num_classes, l2_choices, None, options.cancel)
+    per_fit = options.progress if len(tried) == 1 else None  # one candidate: progress per fit, else per candidate
 
-    if len(tried) == 1:  # one candidate: its progress per fit, as before
-        t = tried[0]
+    def run(t: _Tried) -> None:
         t.l2, t.pred, t.per_fold = choose_l2(
-            t.memories, labels, folds, num_classes, l2_choices, options.progress, options.cancel
+            t.memories, labels, folds, num_classes, l2_choices, per_fit, options.cancel
         )
-        return
+
     with ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="dcrn-teach") as pool:
         futures = [pool.submit(run, t) for t in tried]
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()
-            _report(options.progress, "cross-validation", done, len(tried))
+            if per_fit is None:
+                _report(options.progress, "cross-validation", done, len(tried))
 
 
 def _candidate(kinds: tuple[str, ...], labels: Sequence[str], inputs: dict[str, list[np.ndarray]]) -> _Tried:
@@ -462,14 +461,19 @@ def frame_stats(memories) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-4).astype(np.float32)
 
 
-def fit_softmax(memories, labels, num_classes: int, l2: float, mean, std) -> tuple[np.ndarray, np.ndarray]:
-    """L2-regularised softmax regression on every frame after the warm-up; each clip weighs the same."""
+def fit_softmax(
+    memories, labels, num_classes: int, l2: float, mean, std, clip_weights=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """L2-regularised softmax regression on every frame after the warm-up; each clip weighs the same, or
+    ``clip_weights[i]`` (one per clip; e.g. 1 / its label's clip count for every label to weigh the same)."""
     xs, ys, ws = [], [], []
-    for memory, label in zip(memories, labels, strict=True):
+    if clip_weights is None:
+        clip_weights = np.ones(len(memories))
+    for memory, label, clip_weight in zip(memories, labels, clip_weights, strict=True):
         frames = memory[min(WARMUP_FRAMES, len(memory) - 1) :]
         xs.append((frames - mean) / std)
         ys.append(np.full(len(frames), label))
-        ws.append(np.full(len(frames), 1.0 / len(frames)))
+        ws.append(np.full(len(frames), clip_weight / len(frames)))
     x = torch.from_numpy(np.concatenate(xs).astype(np.float32))  # (N, D)
     y = torch.from_numpy(np.concatenate(ys)).long()
     w = torch.from_numpy(np.concatenate(ws).astype(np.float32))

@@ -45,7 +45,6 @@ from dcrn.models.dcrn import DCRN
 from dcrn.models.frame_vector import clip_vectors
 from dcrn.models.teach import (
     L2_CHOICES,
-    WARMUP_FRAMES,
     FeatureCache,
     KeypointCache,
     TeachOptions,
@@ -304,25 +303,7 @@ def memories(folder: Path, reader, kinds_list) -> tuple[dict, np.ndarray, np.nda
 def balanced_softmax(memories, labels, classes: int, l2: float, mean, std):
     """``fit_softmax`` with every label weighing the same (each clip 1 / its label's clip count), not every clip."""
     counts = np.bincount(labels, minlength=classes)
-    frames = [m[min(WARMUP_FRAMES, len(m) - 1) :] for m in memories]
-    x = torch.from_numpy(((np.concatenate(frames) - mean) / std).astype(np.float32))  # (N, D)
-    y = torch.from_numpy(np.concatenate([np.full(len(f), c) for f, c in zip(frames, labels, strict=True)])).long()
-    w = np.concatenate([np.full(len(f), 1.0 / len(f) / counts[c]) for f, c in zip(frames, labels, strict=True)])
-    w = torch.from_numpy((w / w.sum()).astype(np.float32))
-    weight = torch.zeros(classes, x.shape[1], requires_grad=True)
-    bias = torch.zeros(classes, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = (torch.nn.functional.cross_entropy(x @ weight.T + bias, y, reduction="none") * w).sum()
-        loss = loss + l2 * weight.square().sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return weight.detach().numpy(), bias.detach().numpy()
+    return fit_softmax(memories, labels, classes, l2, mean, std, clip_weights=1.0 / counts[np.asarray(labels)])
 
 
 def fit_predict(mems, labels, train, test, classes: int, l2: float, balanced: bool = False) -> np.ndarray:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -35,7 +33,7 @@ from dcrn.app.gui.keypoint_overlay import (
     MIN_VISIBILITY,
     Keypoints,
 )
-from dcrn.app.gui.main import Gui, build
+from dcrn.app.gui.main import Gui
 from dcrn.app.gui.video_view import Overlay, VideoView
 from dcrn.models.checkpoint import save_checkpoint
 from dcrn.models.dcrn import DCRN
@@ -43,6 +41,7 @@ from dcrn.models.frame_vector import feature_names
 from dcrn.models.synth import SyntheticActionStream
 from dcrn.models.teach import features_config
 from dcrn.models.video_io import read_video, write_video
+from tests.fixtures.gui import teach_window
 
 pytestmark = pytest.mark.gui
 
@@ -79,19 +78,8 @@ def body_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def gui(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("DCRN_GUI_SETTINGS", str(tmp_path / "never-used.ini"))
-    threads_before = set(threading.enumerate())
-    gui = build(tmp_path / "settings.ini")
-    gui.controller.settings.teach_dataset = str(tmp_path / "teach" / "my-actions")
-    qtbot.addWidget(gui.window)
-    gui.window.show()
-    yield gui
-    gui.window.close()
-    deadline = time.monotonic() + 20.0  # a clip check under way finishes its clip
-    while any(t not in threads_before and t.is_alive() for t in threading.enumerate()):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    with teach_window(qtbot, tmp_path, monkeypatch, settle_s=20.0, poll_s=0.05) as window:
+        yield window
 
 
 def cut_clip(qtbot, gui: Gui, clip: Path, model: str, seconds: float) -> str:

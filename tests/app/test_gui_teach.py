@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -21,12 +20,13 @@ pytest.importorskip("PyQt6.QtWidgets")
 
 from PyQt6.QtCore import Qt
 
-from dcrn.app.gui.main import Gui, build
+from dcrn.app.gui.main import Gui
 from dcrn.app.gui.settings import SettingsStore
 from dcrn.engine.recorder import ClipRecorder
 from dcrn.models import DCRN, DCRNConfig, save_checkpoint, shipped_models
 from dcrn.models.synth import SyntheticActionStream
 from dcrn.models.teach_data import BACKGROUND_LABEL, TeachDataset
+from tests.fixtures.gui import teach_window
 from tests.models.test_teach import camera_clip  # clips of a textured scene panning left, right or still
 
 pytestmark = pytest.mark.gui
@@ -37,19 +37,8 @@ CLIP_S = 0.5  # recorded clip length: tiny clips keep training within seconds
 
 @pytest.fixture
 def gui(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("DCRN_GUI_SETTINGS", str(tmp_path / "never-used.ini"))
-    threads_before = set(threading.enumerate())
-    gui = build(tmp_path / "settings.ini")
-    gui.controller.settings.teach_dataset = str(tmp_path / "teach" / "my-actions")
-    qtbot.addWidget(gui.window)
-    gui.window.show()
-    yield gui
-    gui.window.close()
-    deadline = time.monotonic() + 5.0
-    while any(t not in threads_before and t.is_alive() for t in threading.enumerate()):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    with teach_window(qtbot, tmp_path, monkeypatch, settle_s=5.0, poll_s=0.02) as window:
+        yield window
 
 
 def wait_for_predictions(qtbot, gui: Gui) -> None:
