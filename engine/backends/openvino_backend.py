@@ -66,6 +66,7 @@ def compile_cpu(graph: Path | ov.Model, *, threads: int = 0, precision: str = "a
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": _HINTS[precision],
+        "ENABLE_CPU_PINNING": False,
     }
     try:
         compiled = core().compile_model(graph if isinstance(graph, ov.Model) else str(graph), "CPU", config)

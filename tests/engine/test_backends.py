@@ -193,6 +193,14 @@ def test_openvino_compiles_the_graph_onnxruntime_exported(tmp_path):
     assert list((tmp_path / "onnx").iterdir()) == [ort_backend.path]
 
 
+def test_openvino_leaves_its_threads_unpinned_so_streams_and_processes_spread_over_the_cores(tmp_path):
+    # Pinned (OpenVINO's default on Linux), every one-thread graph lands on the same first core: two
+    # processes each stepping a pose graph took twice as long per call as one (docs/BENCHMARKS.md).
+    graph = create_backend("onnxruntime", small_model(), cache_dir=tmp_path).path
+    compiled, _ = openvino_backend.compile_cpu(graph, threads=1, precision="fp32")
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
 def test_openvino_precision_must_be_auto_bf16_or_fp32(tmp_path):
     with pytest.raises(ConfigError, match="openvino precision must be one of auto, bf16, fp32, got 'int4'"):
         openvino_backend.create(small_model(), device=torch.device("cpu"), cache_dir=tmp_path, precision="int4")
