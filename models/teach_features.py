@@ -16,9 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -89,6 +94,11 @@ class KeypointCache:
         return self.folder / (hashlib.sha1(ident.encode()).hexdigest()[:20] + ".npz")
 
     def clip(self, reader: KeypointReader, path: Path) -> ClipKeypoints:
+        cached = self.cached(reader, Path(path))
+        return cached if cached is not None else self._store(reader, Path(path), reader(Path(path)))
+
+    def cached(self, reader: KeypointReader, path: Path) -> ClipKeypoints | None:
+        """The clip's keypoints from the cache, or None when they are not there (or cannot be read)."""
         cached = self.key(Path(path), reader.recipe)
         if cached.is_file():
             try:
@@ -96,28 +106,107 @@ class KeypointCache:
                     return ClipKeypoints.from_arrays(arrays)
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("%s: unreadable cached keypoints (%s); reading the clip again", cached.name, exc)
-        clip = reader(Path(path))
-        with atomic_file(cached) as tmp, open(tmp, "wb") as handle:
+        return None
+
+    def _store(self, reader: KeypointReader, path: Path, clip: ClipKeypoints) -> ClipKeypoints:
+        with atomic_file(self.key(path, reader.recipe)) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **clip.to_arrays())
         return clip
 
     def clips(
         self, reader: KeypointReader, paths: Sequence[Path], progress=None, cancel=None, workers: int = 1
     ) -> list[ClipKeypoints]:
-        """Every clip's keypoints, ``workers`` clips at a time (the reader must be thread-safe then; the
-        engine's is: its graphs release the GIL and keep one request per thread)."""
-        out: list[ClipKeypoints | None] = [None] * len(paths)
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="dcrn-keypoints") as pool:
-            pending = {pool.submit(self.clip, reader, Path(path)): k for k, path in enumerate(paths)}
-            try:
-                for done, future in enumerate(as_completed(pending), start=1):
-                    out[pending[future]] = future.result()
-                    report(progress, "keypoints", done, len(paths))
-                    check_cancel(cancel)
-            finally:
-                for future in pending:
-                    future.cancel()  # cancelled or failed: clips not started yet are not read
+        """Every clip's keypoints; those not cached are read ``workers`` clips at a time: in a process each
+        when the reader is ``process_safe`` (the engine's is: a process per core is what makes the reading
+        scale, since decoding and the encoders' Python hold the GIL), else in threads."""
+        paths = [Path(p) for p in paths]
+        out: list[ClipKeypoints | None] = [self.cached(reader, p) for p in paths]
+        try:
+            self._read(reader, paths, out, workers, progress, cancel, processes=True)
+        except BrokenProcessPool as exc:  # e.g. a script that starts teach without a __main__ guard
+            log.warning("keypoint reading processes stopped (%s); reading the other clips in threads", exc)
+            self._read(reader, paths, out, workers, progress, cancel, processes=False)
         return out
+
+    def _read(self, reader, paths: list[Path], out: list, workers: int, progress, cancel, processes: bool) -> None:
+        """Read (and cache) the clips whose ``out`` entry is None, in place."""
+        todo = [k for k, clip in enumerate(out) if clip is None]
+        report(progress, "keypoints", len(paths) - len(todo), len(paths))
+        if not todo:
+            return
+        pool, read = _reading_pool(reader, min(max(1, workers), len(todo)), processes)
+        with _interrupts_ignored():  # processes start as work is submitted: they must not take Ctrl-C
+            pending = {pool.submit(read, paths[k]): k for k in todo}
+        stopped = False
+        try:
+            for done, future in enumerate(as_completed(pending), start=len(paths) - len(todo) + 1):
+                k = pending[future]
+                out[k] = self._store(reader, paths[k], future.result())
+                report(progress, "keypoints", done, len(paths))
+                check_cancel(cancel)
+        except BaseException:  # cancelled, a clip failed, or interrupted: stop reading at once
+            stopped = True
+            _stop(pool)
+            raise
+        finally:
+            pool.shutdown(wait=not stopped, cancel_futures=True)
+
+
+_process_reader: KeypointReader | None = None
+
+
+def _reading_pool(
+    reader: KeypointReader, workers: int, processes: bool
+) -> tuple[Executor, Callable[[Path], ClipKeypoints]]:
+    """An executor for ``workers`` clips at a time and the function it runs on a clip's path."""
+    if processes and workers > 1 and getattr(reader, "process_safe", False):
+        context = multiprocessing.get_context("spawn")  # a fork would copy the parent's runtime threads
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_reader, initargs=(reader,))
+        return pool, _read_in_process
+    return ThreadPoolExecutor(workers, thread_name_prefix="dcrn-keypoints"), reader
+
+
+@contextmanager
+def _interrupts_ignored():
+    """Ctrl-C ignored while reading processes are started (from the main thread; elsewhere there is no Ctrl-C
+    to take), so that they start ignoring it and leave it to the parent, which stops them itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _start_reader(reader: KeypointReader) -> None:
+    """In a reading process: the reader (rebuilt from its pickle), one thread per process, and an end with
+    the parent however it ends (killed, the pool's workers would wait for work forever)."""
+    global _process_reader
+    torch.set_num_threads(1)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_after, args=(parent,), name="dcrn-parent-watch", daemon=True).start()
+    _process_reader = reader
+
+
+def _exit_after(parent) -> None:
+    parent.join()
+    os._exit(1)
+
+
+def _read_in_process(path: Path) -> ClipKeypoints:
+    assert _process_reader is not None, "the reading process was not started with a reader"
+    return _process_reader(path)
+
+
+def _stop(pool: Executor) -> None:
+    """Stop ``pool``'s reading processes now rather than after the clips they are on (a long clip takes
+    minutes); ``ProcessPoolExecutor`` has no public way to do it before Python 3.14. Threads finish their clip."""
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        process.terminate()
 
 
 def clip_features(model: DCRN, path: Path) -> np.ndarray:

@@ -15,7 +15,7 @@ import csv
 import functools
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -79,28 +79,41 @@ def resize_frames(frames: np.ndarray, size: int | None) -> np.ndarray:
 
 def read_video(path: Path, size: int | None = None, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """Decode a video (or frame folder) -> frames (T, H, W, 3) uint8 RGB (resized when ``size``), fps."""
+    frames, fps = iter_video(path, size, max_frames)
+    return np.stack(list(frames)), fps
+
+
+def iter_video(
+    path: Path, size: int | None = None, max_frames: int | None = None
+) -> tuple[Iterator[np.ndarray], float]:
+    """:func:`read_video` one frame at a time: (frames, fps), the frames (H, W, 3) uint8 RGB decoded as they are
+    taken, so a long clip is never held whole. The file is opened (and a video that cannot be, refused) before
+    this returns; a video that yields no frame raises :class:`DataError` when its frames are first taken."""
     path = Path(path)
     if path.is_dir():
-        return _read_frame_folder(path, size, max_frames), 0.0
+        return iter(_read_frame_folder(path, size, max_frames)), 0.0
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise DataError(f"{path}: cannot open the video (missing, unreadable or not a video)")
-    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-    frames = []
+    return _decoded(path, capture, size, max_frames), float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+
+
+def _decoded(path: Path, capture: cv2.VideoCapture, size: int | None, max_frames: int | None) -> Iterator[np.ndarray]:
+    count = 0
     try:
-        while max_frames is None or len(frames) < max_frames:
+        while max_frames is None or count < max_frames:
             ok, frame = capture.read()
             if not ok:
                 break
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             if size is not None:
                 frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-            frames.append(frame)
+            count += 1
+            yield frame
     finally:
         capture.release()
-    if not frames:
+    if not count:
         raise DataError(f"{path}: no frames could be decoded (empty or damaged video)")
-    return np.stack(frames), fps
 
 
 def _read_frame_folder(path: Path, size: int | None, max_frames: int | None) -> np.ndarray:

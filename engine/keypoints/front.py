@@ -29,7 +29,6 @@ from dcrn.engine.keypoints.runtime import RuntimeOptions
 from dcrn.engine.keypoints.tracking import TrackState
 from dcrn.models.config import DCRNConfig
 from dcrn.models.dcrn import DCRN
-from dcrn.models.errors import DataError
 from dcrn.models.frame_vector import (
     FLOW_SIZE,
     BodyPoints,
@@ -41,7 +40,7 @@ from dcrn.models.frame_vector import (
     keypoint_vector,
 )
 from dcrn.models.teach_features import flow_step
-from dcrn.models.video_io import read_video, resize_frames
+from dcrn.models.video_io import iter_video, resize_frames
 
 MAX_WIDTH = 640  # frames are scaled down to this width before the keypoint graphs read them
 
@@ -165,16 +164,26 @@ class FrontEnd:
 
 
 class ClipReader:
-    """Finds the hands and body in every frame of a clip from a fresh state (teaching's KeypointReader)."""
+    """Finds the hands and body in every frame of a clip from a fresh state (teaching's KeypointReader).
+
+    ``process_safe``: it pickles as its settings alone and compiles its graphs again where it is unpickled,
+    so teach can read clips in a process per core."""
+
+    process_safe = True
 
     def __init__(self, runtime: RuntimeOptions | None = None) -> None:
+        self.runtime = runtime
         self.front = FrontEnd(("hands", "body"), runtime=runtime)
         self.recipe = self.front.recipe
 
+    def __getstate__(self) -> dict:
+        return {"runtime": self.runtime}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["runtime"])
+
     def __call__(self, path: Path) -> ClipKeypoints:
-        frames, _ = read_video(Path(path))  # (T, H, W, 3) uint8 RGB at the clip's size
-        if len(frames) == 0:
-            raise DataError(f"{path}: no frames could be decoded")
+        frames, _ = iter_video(Path(path))  # decoded one at a time: a long clip is never held whole
         state, found = FrontState(), []
         for frame in frames:
             result, state = self.front.step(frame, state)
@@ -192,7 +201,7 @@ def clip_inputs(model: DCRN, path: Path, max_frames: int | None = None) -> tuple
     front = _FRONTS.get(kinds)
     if front is None:
         front = _FRONTS[kinds] = FrontEnd(kinds)
-    frames, fps = read_video(Path(path), None, max_frames)
+    frames, fps = iter_video(Path(path), None, max_frames)
     state, vectors = FrontState(), []
     for frame in frames:
         result, state = front.step(frame, state)

@@ -10,6 +10,7 @@ found there), panned slowly so the picture is not frozen.
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 
@@ -21,9 +22,10 @@ from dcrn.engine.keypoints.front import ClipReader, FrontEnd, FrontState, clip_i
 from dcrn.engine.pipeline import Pipeline, PipelineConfig
 from dcrn.models.checkpoint import load_checkpoint, save_checkpoint
 from dcrn.models.dcrn import DCRN
+from dcrn.models.errors import DataError
 from dcrn.models.frame_vector import FLOW_SIZE, flow_dim
 from dcrn.models.teach import WARMUP_FRAMES, TeachOptions, features_config, teach
-from dcrn.models.teach_features import frame_features
+from dcrn.models.teach_features import KeypointCache, frame_features
 from dcrn.models.video_io import read_video, resize_frames, write_video
 
 FRAMES = 24
@@ -66,6 +68,26 @@ def test_teach_tries_flow_and_body_reports_both_and_keeps_the_body(taught):
     assert model.takes_vectors and model.config.features == ("body",)
     assert meta["taught"]["candidates"]["body"]["cv_accuracy"] == 1.0
     assert "kept: body" in report.summary() and "body in" in report.summary()
+
+
+def test_clips_read_in_a_process_per_core_are_what_one_thread_reads_and_are_cached(data, tmp_path):
+    reader = ClipReader()
+    assert len(pickle.dumps(reader)) < 1000  # it travels as its settings; each process compiles its graphs
+    paths = sorted(data.glob("*/*.mp4"))[:4]
+    alone = KeypointCache(tmp_path / "one").clips(reader, paths, workers=1)
+    cache = KeypointCache(tmp_path / "many")
+    spread = cache.clips(reader, paths, workers=2)
+    for one, many in zip(alone, spread, strict=True):
+        for name, array in one.to_arrays().items():
+            np.testing.assert_allclose(many.to_arrays()[name], array, atol=1e-3, err_msg=name)
+    assert all(cache.cached(reader, path) is not None for path in paths)
+
+
+def test_a_clip_that_cannot_be_read_in_a_reading_process_is_one_error_naming_it(data, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    with pytest.raises(DataError, match=r"broken\.mp4: cannot open"):
+        KeypointCache(tmp_path / "cache").clips(ClipReader(), [*sorted(data.glob("*/*.mp4"))[:2], broken], workers=2)
 
 
 def test_the_live_front_end_computes_what_teaching_computed(data):

@@ -10,7 +10,7 @@ from dcrn.models.data import read_split_list, scan, scan_splits, split_by_groups
 from dcrn.models.datasets import ClipDataset, SamplingOptions, clip_indices
 from dcrn.models.errors import ConfigError, DataError
 from dcrn.models.synth import CLASSES, HFLIP, render_clip
-from dcrn.models.video_io import read_frame_labels, read_video, write_video
+from dcrn.models.video_io import iter_video, read_frame_labels, read_video, write_video
 from tests.fixtures.data import SIZE, tiny_synthetic_set
 
 
@@ -27,6 +27,17 @@ def test_video_round_trip_keeps_frames_close(tmp_path):
     assert np.abs(decoded.astype(int) - frames.astype(int)).mean() < 6
     small, _ = read_video(tmp_path / "clip.mp4", size=32)
     assert small.shape == (12, 32, 32, 3)
+
+
+def test_a_clip_is_decoded_as_its_frames_are_taken(tmp_path):
+    write_video(tmp_path / "clip.mp4", render_clip("move_right", 1, 12, size=SIZE), 30.0)
+    frames, fps = iter_video(tmp_path / "clip.mp4", max_frames=5)  # opened now, nothing decoded yet
+    assert fps == pytest.approx(30.0)
+    first = next(frames)
+    assert first.shape == (*SIZE, 3) and first.dtype == np.uint8
+    assert np.array_equal(np.stack([first, *frames]), read_video(tmp_path / "clip.mp4", max_frames=5)[0])
+    with pytest.raises(DataError, match="cannot open"):
+        iter_video(tmp_path / "missing.mp4")
 
 
 def test_scan_finds_class_folders_and_labelled_streams_in_class_order(synth_dir):
