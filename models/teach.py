@@ -81,7 +81,15 @@ MAX_FOLDS = 5
 MIN_FOUND = 0.1  # a keypoint kind found in fewer frames than this (hands, body) is not tried
 CHANCE_Z = 1.96  # the Wilson interval's z: 95% two-sided, a margin for picking the best of L2_CHOICES
 # What teach tries, in order of cost: on a tie of cross-validated accuracy the cheaper one is kept.
-CANDIDATES = (("flow",), ("body",), ("hands",), ("hands", "body"), ("flow", "body"), ("flow", "hands", "body"))
+CANDIDATES = (
+    ("flow",),
+    ("body",),
+    ("hands",),
+    ("hands", "body"),
+    ("flow", "body"),
+    ("flow", "hands"),
+    ("flow", "hands", "body"),
+)
 
 
 @dataclass
