@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_credentials_argument(parser)
     add_engine_arguments(parser)
-    parser.set_defaults(model=None, backend=None, device=None, threads=None)  # None: from --config, else default
+    # None: from --config, else the default
+    parser.set_defaults(model=None, backend=None, device=None, threads=None, people=None)
     alerts = parser.add_argument_group("evidence and metrics (docs/DEPLOY.md)")
     alerts.add_argument(
         "--evidence",
@@ -155,10 +156,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, model_help: str = "
     parser.add_argument(
         "--people",
         type=bounded(int, 1, 16, name="people"),
-        default=1,
         metavar="N",
         help="models taught on the body: follow up to N people per stream, each with own predictions and events "
-        "(records carry a `person` id; default 1: the largest person)",
+        "(records carry a `person` id; default: the site config's, else 1: the largest person)",
     )
     parser.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     parser.add_argument(
@@ -267,7 +267,7 @@ def pipeline_config(args: argparse.Namespace, sources: list[str], *, pace: bool,
         postprocess=postprocess_config(args),
         cache_dir=args.cache_dir,
         threads=args.threads,
-        people=getattr(args, "people", 1),
+        people=getattr(args, "people", None) or 1,  # None: neither the flag nor a site config gave it
     )
 
 

@@ -37,8 +37,8 @@ BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 MAX_PIXELS = 100_000
 MAX_ROLL_S = 600.0  # pre- and post-roll of evidence clips, seconds
 
-TOP_KEYS = ("cameras", "sinks", "evidence", "model", "backend", "device", "threads")
-CAMERA_KEYS = ("name", "source", "model", "thresholds", "roi", "evidence")
+TOP_KEYS = ("cameras", "sinks", "evidence", "model", "backend", "device", "threads", "people")
+CAMERA_KEYS = ("name", "source", "model", "thresholds", "roi", "evidence", "people")
 EVIDENCE_KEYS = ("dir", "pre_s", "post_s", "max_mb", "max_age_days")
 
 
@@ -55,6 +55,7 @@ class Camera:
     roi: tuple[float, float, float, float] | None = None  # x, y, w, h: the part of the picture the model sees
     roi_pixels: bool = False  # roi in whole pixels (else fractions of the picture)
     evidence: bool = True  # clips and snapshots of this camera's actions (when an evidence dir is set)
+    people: int | None = None  # body models: people followed on this camera (None: the file's, else --people)
     line: int = 0  # where the camera starts in the file
 
 
@@ -77,6 +78,7 @@ class SiteConfig:
     backend: str | None = None  # None: --backend (default auto)
     device: str | None = None  # None: --device (default auto)
     threads: int | None = None  # None: --threads (default 1)
+    people: int | None = None  # every camera's people followed unless it says; None: --people (default 1)
 
     def summary(self) -> list[str]:
         """Human-readable lines: what ``dcrn config check`` prints."""
@@ -84,6 +86,8 @@ class SiteConfig:
         for cam in self.cameras:
             roi = "" if cam.roi is None else f", roi {list(cam.roi)}{' px' if cam.roi_pixels else ''}"
             thresholds = f", thresholds {cam.thresholds}" if cam.thresholds else ""
+            people = cam.people or self.people
+            roi += f", up to {people} people" if people and people > 1 else ""
             lines.append(
                 f"  {cam.name}: {_shown(cam.source)}, model {cam.model or self.model or 'default'}{thresholds}{roi}, "
                 f"evidence {'on' if cam.evidence and self.evidence.dir else 'off'}"
@@ -263,6 +267,8 @@ def load_site_config(path: str | Path, *, check_paths: bool = True) -> SiteConfi
         raise check.fail(top.lines["device"], "device", f"expected auto, cpu or cuda[:N], got {site.device!r}")
     if "threads" in top:
         site.threads = int(check.number(top["threads"], top.lines["threads"], "threads", 0, 1024, whole=True))
+    if "people" in top:
+        site.people = _people(check, top, "people")
     if site.model is not None and check_paths:
         _check_model(check, site.model, top.lines["model"], "model")
     site.sinks = _sinks(check, top)
@@ -351,6 +357,8 @@ def _cameras(check: _Checker, top: _Map, *, check_paths: bool) -> list[Camera]:
             camera.thresholds = _thresholds(check, cam["thresholds"], cam.lines["thresholds"], f"{key}.thresholds")
         if "roi" in cam:
             camera.roi, camera.roi_pixels = _roi(check, cam["roi"], cam.lines["roi"], f"{key}.roi")
+        if "people" in cam:
+            camera.people = _people(check, cam, f"{key}.people")
         if "evidence" in cam:
             if not isinstance(cam["evidence"], bool):
                 raise check.fail(
@@ -359,6 +367,12 @@ def _cameras(check: _Checker, top: _Map, *, check_paths: bool) -> list[Camera]:
             camera.evidence = cam["evidence"]
         cameras.append(camera)
     return cameras
+
+
+def _people(check: _Checker, where: _Map, key: str) -> int:
+    from dcrn.engine.run.config import MAX_PEOPLE
+
+    return int(check.number(where["people"], where.lines["people"], key, 1, MAX_PEOPLE, whole=True))
 
 
 def _thresholds(check: _Checker, value: object, line: int, key: str) -> dict[str, float]:

@@ -2,8 +2,8 @@
 
 Flags given on the command line win over the file: ``--source`` replaces the file's cameras, ``--sink``
 its sinks, ``--model`` every camera's model, ``--class-threshold`` a class's threshold on every camera,
-``--backend`` / ``--device`` / ``--threads`` / ``--evidence*`` theirs. Cameras that differ in model,
-thresholds or evidence on / off run in one :class:`~dcrn.engine.pipeline.Pipeline` each (a
+``--backend`` / ``--device`` / ``--threads`` / ``--people`` / ``--evidence*`` theirs. Cameras that differ in
+model, thresholds, evidence on / off or people followed run in one :class:`~dcrn.engine.pipeline.Pipeline` each (a
 :class:`PipelineGroup`, one thread per pipeline), writing to the same sinks (:class:`SharedSink`: opened
 by the first pipeline, closed by the last).
 """
@@ -25,12 +25,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # flags whose default ``dcrn run`` leaves as None, so that a value from the file can take their place
-FILE_DEFAULTS = {"model": "default", "backend": "auto", "device": "auto", "threads": 1}
+FILE_DEFAULTS = {"model": "default", "backend": "auto", "device": "auto", "threads": 1, "people": 1}
 
 
 def apply_site_defaults(args: argparse.Namespace, site: SiteConfig | None) -> None:
     """Fill what the command line left out from the file, then the usual defaults (in place)."""
     args.model_given = args.model is not None
+    args.people_given = args.people is not None
     if site is not None:
         if args.source:
             log.info("--source given: the cameras of %s are not used", site.path)
@@ -38,7 +39,7 @@ def apply_site_defaults(args: argparse.Namespace, site: SiteConfig | None) -> No
             args.source = [cam.source for cam in site.cameras]
         if not args.sink:
             args.sink = list(site.sinks) or None
-        for key in ("model", "backend", "device", "threads"):
+        for key in ("model", "backend", "device", "threads", "people"):
             if getattr(args, key) is None:
                 setattr(args, key, getattr(site, key))
         ev = site.evidence
@@ -69,7 +70,8 @@ def evidence_config(args: argparse.Namespace, site: SiteConfig | None):
 def site_groups(
     config: PipelineConfig, site: SiteConfig | None, args: argparse.Namespace, cli_thresholds: dict[str, float]
 ) -> list[PipelineConfig]:
-    """One PipelineConfig per group of the file's cameras that share model, thresholds and evidence on / off.
+    """One PipelineConfig per group of the file's cameras that share model, thresholds, evidence on / off and
+    people followed.
 
     ``config`` is the run's config over every camera's source (in the file's order, credentials applied).
     Without a file, or when ``--source`` replaced its cameras: ``[config]``.
@@ -82,10 +84,11 @@ def site_groups(
     for index, cam in enumerate(site.cameras):
         model = config.model if args.model_given else (cam.model or site.model or config.model)
         thresholds = {**cam.thresholds, **cli_thresholds}
-        key = (model, tuple(sorted(thresholds.items())), cam.evidence)
+        people = config.people if args.people_given else (cam.people or site.people or config.people)
+        key = (model, tuple(sorted(thresholds.items())), cam.evidence, people)
         groups.setdefault(key, []).append(index)
     configs = []
-    for (model, thresholds, evidence_on), members in groups.items():
+    for (model, thresholds, evidence_on, people), members in groups.items():
         cams = [site.cameras[i] for i in members]
         rois = [None if c.roi is None else Roi(*c.roi, fractions=not c.roi_pixels) for c in cams]
         configs.append(
@@ -97,6 +100,7 @@ def site_groups(
                 model=model,
                 postprocess=replace(config.postprocess, class_thresholds=dict(thresholds)),
                 evidence_dir=config.evidence_dir if evidence_on else None,
+                people=people,
             )
         )
     return configs

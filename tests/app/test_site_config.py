@@ -94,6 +94,9 @@ BAD = {
     "missing file source": ("cameras:\n  - {name: a, source: /no/such.mp4}\n", 2, "no such file"),
     "missing model file": ('cameras:\n  - {name: a, source: "synthetic:", model: /no/m.pt}\n', 2, "checkpoint"),
     "evidence on as text": ('cameras:\n  - {name: a, source: "synthetic:", evidence: maybe}\n', 2, "on or off"),
+    "no people": ('cameras:\n  - {name: a, source: "synthetic:", people: 0}\n', 2, "people"),
+    "people as text": ('cameras:\n  - {name: a, source: "synthetic:"}\npeople: many\n', 3, "people"),
+    "people in thousands": ('cameras:\n  - {name: a, source: "synthetic:"}\npeople: 1000\n', 3, "people"),
     "unknown backend": ('cameras:\n  - {name: a, source: "synthetic:"}\nbackend: cuda\n', 3, "backend"),
     "no cameras": ("sinks: [stdout]\n", 1, "cameras: missing"),
     "not yaml": ("cameras: [a\n  b: {\n", None, "not valid YAML"),
@@ -150,6 +153,23 @@ def test_flags_win_over_the_file(tmp_path):
     assert len(configs) == 2  # left and right differ in evidence on / off
     assert all(c.postprocess.class_thresholds == {"blink": 0.9} for c in configs)
     assert configs[0].names == ["left"] and configs[0].rois[0].w == 0.5
+
+
+def test_people_followed_come_from_the_camera_then_the_file_and_the_flag_wins(tmp_path, capsys):
+    text = GOOD.replace("    evidence: off\n", "    evidence: off\n    people: 3\n") + "people: 2\n"
+    site_path = write(tmp_path, text.format(out=tmp_path / "r.jsonl"))
+    from dcrn.engine.run.config import PipelineConfig
+
+    for flag, expected in (([], [2, 3]), (["--people", "4"], [4, 4])):
+        args = cli.build_parser().parse_args(["run", "--config", str(site_path), *flag])
+        args.source_given = False
+        site = load_site_config(site_path)
+        apply_site_defaults(args, site)
+        configs = site_groups(PipelineConfig(sources=args.source, people=args.people), site, args, {})
+        assert [c.people for c in configs] == expected
+    capsys.readouterr()
+    assert cli.main(["config", "check", str(site_path)]) == 0
+    assert "right: synthetic:, model default, up to 3 people" in capsys.readouterr().out
 
 
 def test_roi_box_takes_fractions_and_clips_pixels():
