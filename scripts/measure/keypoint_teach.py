@@ -43,19 +43,8 @@ from dcrn.engine.keypoints.front import MAX_WIDTH, ClipReader
 from dcrn.models.data import Sample, scan
 from dcrn.models.dcrn import DCRN
 from dcrn.models.frame_vector import clip_vectors
-from dcrn.models.teach import (
-    L2_CHOICES,
-    FeatureCache,
-    KeypointCache,
-    TeachOptions,
-    _candidate,
-    choose_l2,
-    cv_folds,
-    fit_softmax,
-    frame_stats,
-    teach,
-    teach_config,
-)
+from dcrn.models.teach import FeatureCache, KeypointCache, TeachOptions, _candidate, teach, teach_config
+from dcrn.models.teach_fit import L2_CHOICES, choose_l2, cv_folds, fit_softmax, frame_stats
 from dcrn.models.video_io import count_frames, read_video, write_video
 from scripts.measure import harness
 from scripts.measure.teach_eval import CAMERA5, CLIP_FRAMES, camera_clip, sources

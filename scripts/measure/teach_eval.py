@@ -39,16 +39,8 @@ import torch
 
 from dcrn.models.data import Sample
 from dcrn.models.dcrn import DCRN
-from dcrn.models.teach import (
-    DEFAULT_L2,
-    FeatureCache,
-    choose_l2,
-    cv_folds,
-    fit_softmax,
-    frame_features,
-    frame_stats,
-    teach_config,
-)
+from dcrn.models.teach import FeatureCache, frame_features, teach_config
+from dcrn.models.teach_fit import DEFAULT_L2, choose_l2, cv_folds, fit_softmax, frame_stats
 from dcrn.models.video_io import read_video, write_video
 from scripts.measure import harness
 from tests.fixtures.paths import SHARED

@@ -24,8 +24,9 @@ from dcrn.models.checkpoint import load_checkpoint, save_checkpoint
 from dcrn.models.dcrn import DCRN
 from dcrn.models.errors import DataError
 from dcrn.models.frame_vector import FLOW_SIZE, flow_dim
-from dcrn.models.teach import WARMUP_FRAMES, TeachOptions, features_config, teach
+from dcrn.models.teach import TeachOptions, features_config, teach
 from dcrn.models.teach_features import KeypointCache, frame_features
+from dcrn.models.teach_fit import WARMUP_FRAMES
 from dcrn.models.video_io import read_video, resize_frames, write_video
 
 FRAMES = 24

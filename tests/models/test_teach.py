@@ -14,15 +14,8 @@ import torch
 
 from dcrn.models import load_checkpoint
 from dcrn.models.errors import DataError
-from dcrn.models.teach import (
-    FeatureCache,
-    TeachOptions,
-    above_chance,
-    chance_rate,
-    clip_features,
-    teach,
-    wilson_lower,
-)
+from dcrn.models.teach import FeatureCache, TeachOptions, clip_features, teach
+from dcrn.models.teach_fit import above_chance, chance_rate, wilson_lower
 from dcrn.models.video_io import read_video, write_video
 
 MOTIONS = {"pan_left": (-3, 0), "pan_right": (3, 0), "still": (0, 0)}
