@@ -53,6 +53,7 @@ class BodyConfig:
     detection_threshold: float = 0.5  # pose detector score (MediaPipe's min_detection_confidence)
     presence_threshold: float = 0.5  # pose presence below which a person is lost (min_tracking_confidence)
     search_interval: int = 10  # frames between detector runs while some but not max_people are tracked
+    hold_region: bool = True  # a person lost in the predicted region is looked for in the last one read
     detector: str = "pose_detection.tflite"
     landmarks: str = "pose_landmark_full.tflite"
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)  # threads and precision of the graphs
@@ -119,9 +120,13 @@ class BodyEncoder:
             state, width, height, cfg.max_people, cfg.search_interval, lambda: self.find(frame)
         )
         people: list[Person] = []
-        aligners: list[np.ndarray] = []
+        aligners: list[np.ndarray | None] = []
         for track in tracks:
             read = self.landmarks(frame, track)
+            if read is None and cfg.hold_region and track.held is not None:
+                read = self.landmarks(frame, Track(track.id, track.held))
+                if read is not None:  # the predicted region lost them, the held one did not: stay there
+                    read = (read[0], None)
             if read is not None:
                 people.append(read[0])
                 aligners.append(read[1])
@@ -157,12 +162,17 @@ class BodyEncoder:
         return person, xy[NUM_LANDMARKS : NUM_LANDMARKS + 2]
 
 
-def follow(people: list[Person], aligners: list[np.ndarray]) -> tuple[Track, ...]:
+def follow(people: list[Person], aligners: list[np.ndarray | None]) -> tuple[Track, ...]:
     """Next frame's tracks: each person's region from their alignment landmarks (hip centre and the point
-    that encodes size and rotation); of two regions that converge onto one person the first keeps it."""
+    that encodes size and rotation), holding the region they were read in; a person read in a held region
+    (``aligners`` None) stays in it. Of two regions that converge onto one person the first keeps it.
+
+    The held region is what keeps a person who lies down: after a fall the landmarks of someone on the floor
+    often predict a region where the model no longer sees them, while the region they were last read in
+    still does (GMDCSA24: docs/KEYPOINTS.md)."""
     tracks: list[Track] = []
     for person, points in zip(people, aligners, strict=True):
-        roi = rois.alignment_roi(points[0], points[1])
+        roi = person.roi if points is None else rois.alignment_roi(points[0], points[1])
         if all(rois.iou(roi, t.roi) <= rois.ASSOCIATION_IOU for t in tracks):
-            tracks.append(Track(person.id, roi))
+            tracks.append(Track(person.id, roi, held=person.roi))
     return tuple(tracks)

@@ -21,6 +21,7 @@ class Track:
 
     id: int  # unique within a stream while tracked; a hand or person found again gets a new id
     roi: Roi
+    held: Roi | None = None  # body: the region the landmarks were last read in, tried when ``roi`` loses them
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ the detector runs only when tracking is lost, and the tracked regions are explic
 
 Frames come from ``../shared/data``: GMDCSA24 ``Subject 1/Fall/13.mp4`` opens with a man standing facing the
 camera, arms down, both hands in view (about 25 px across at 640x480); fight-cctv ``noFight/nofi075.mp4``
-shows two people walking down a corridor. The frame with nobody in it is composed from real footage: the
-right-hand third of that GMDCSA24 frame (wall and door, 220x480), which the man does not reach.
+shows two people walking down a corridor; GMDCSA24 ``Subject 2/Fall/14.mp4`` someone who falls and lies
+still. The frame with nobody in it is composed from real footage: the right-hand third of that GMDCSA24
+frame (wall and door, 220x480), which the man does not reach.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from dcrn.engine.keypoints.anchors import (
     weighted_nms,
 )
 from dcrn.engine.keypoints.body import BodyConfig, BodyEncoder
+from dcrn.engine.keypoints.front import scaled
 from dcrn.engine.keypoints.hands import HandsEncoder
 from dcrn.engine.keypoints.roi import Roi, associate, crop, hand_roi
 from dcrn.engine.keypoints.tracking import TrackState
+from dcrn.models.video_io import iter_video
 
 STANDING = "gmdcsa24/Subject 1/Fall/13.mp4"
 CORRIDOR = "fight-cctv/noFight/nofi075.mp4"
+FALL = "gmdcsa24/Subject 2/Fall/14.mp4"
 NOSE, L_WRIST, R_WRIST, L_HIP, R_HIP, L_ANKLE, R_ANKLE = 0, 15, 16, 23, 24, 27, 28
 
 
@@ -154,6 +158,24 @@ def test_several_people_get_their_own_tracks(shared_dir):
     assert len(ids) == 2 and len(set(ids)) == 2
     a, b = (p.landmarks[:, 0].mean() for p in result.people)
     assert abs(a - b) > 100  # two people side by side, not one person twice
+
+
+def test_a_person_lying_down_after_a_fall_is_kept_in_the_region_last_read(shared_dir):
+    # GMDCSA24 Subject 2 falls at about frame 110 and lies on the floor to the end (frame 168); the landmarks
+    # of someone lying there predict regions where the model no longer sees them, the last region read does.
+    frames = [scaled(f)[0] for f in iter_video(shared_dir / "data" / FALL)[0]]
+    found = {}
+    for hold in (True, False):
+        encoder, state, seen, hips = BodyEncoder(BodyConfig(hold_region=hold)), TrackState(), [], []
+        for frame in frames:
+            result, state = encoder.step(frame, state)
+            seen.append(len(result.people) == 1)
+            if result.people:
+                hips.append(result.people[0].landmarks[[L_HIP, R_HIP], :2].mean(0))
+        found[hold] = np.mean(seen[-40:])
+        if hold:
+            assert np.ptp(np.array(hips[-40:]), axis=0).max() < 60  # one person lying still, not a wandering box
+    assert found[True] == 1.0 and found[False] < 0.5, found
 
 
 def test_anchor_counts_match_the_detector_graphs(body, hands):
