@@ -117,8 +117,9 @@ class KeypointCache:
         self, reader: KeypointReader, paths: Sequence[Path], progress=None, cancel=None, workers: int = 1
     ) -> list[ClipKeypoints]:
         """Every clip's keypoints; those not cached are read ``workers`` clips at a time: in a process each
-        when the reader is ``process_safe`` (the engine's is: a process per core is what makes the reading
-        scale, since decoding and the encoders' Python hold the GIL), else in threads."""
+        when the reader is ``process_safe`` (the engine's is), else in threads. Processes read 12 GMDCSA24
+        clips in 32 s where threads took 35 s (docs/TEACH.md): decoding and the encoders' Python between
+        graph calls hold the interpreter's lock."""
         paths = [Path(p) for p in paths]
         out: list[ClipKeypoints | None] = [self.cached(reader, p) for p in paths]
         try:
