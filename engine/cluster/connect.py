@@ -165,9 +165,14 @@ class RayConnection:
 
     def nodes(self) -> dict[str, NodeInfo] | None:
         """The alive nodes by id, or None when the head did not list them within ``NODES_TIMEOUT_S`` (Ray
-        waits a minute for a head that is gone)."""
+        waits a minute for a head that is gone). A head whose port no longer takes connections is not asked:
+        Ray's client can end this process when the head goes away in the middle of a node listing."""
         import ray
 
+        if not self.owns_ray and self.gcs is not None:
+            host, _, port = self.gcs.rpartition(":")
+            if not _answers(host, int(port), timeout_s=1.0):
+                return None
         answer: list = []
         asking = threading.Thread(target=lambda: answer.append(ray.nodes()), name="dcrn-nodes", daemon=True)
         asking.start()
