@@ -35,7 +35,7 @@ from .dcrn import DCRN
 from .errors import DataError, DcrnError
 from .files import atomic_file
 from .frame_vector import FLOW_SIZE, ClipKeypoints
-from .video_io import media_digest, read_video
+from .video_io import count_frames, media_digest, read_video
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +114,25 @@ class KeypointCache:
         return clip
 
     def clips(
-        self, reader: KeypointReader, paths: Sequence[Path], progress=None, cancel=None, workers: int = 1
+        self,
+        reader: KeypointReader,
+        paths: Sequence[Path],
+        progress=None,
+        cancel=None,
+        workers: int = 1,
+        processes: bool | None = None,
     ) -> list[ClipKeypoints]:
         """Every clip's keypoints; those not cached are read ``workers`` clips at a time: in a process each
-        when the reader is ``process_safe`` (the engine's is), else in threads. Processes read 12 GMDCSA24
-        clips in 32 s where threads took 35 s (docs/TEACH.md): decoding and the encoders' Python between
-        graph calls hold the interpreter's lock."""
+        when the reader is ``process_safe`` (the engine's is) and ``processes`` says so (None: when there are
+        at least ``PROCESS_MIN_FRAMES`` frames to read, since a process takes seconds to start), else in
+        threads. Processes read 12 GMDCSA24 clips in 32 s where threads took 35 s (docs/TEACH.md): decoding
+        and the encoders' Python between graph calls hold the interpreter's lock."""
         paths = [Path(p) for p in paths]
         out: list[ClipKeypoints | None] = [self.cached(reader, p) for p in paths]
+        if processes is None:
+            processes = _frames_at_least([p for p, clip in zip(paths, out, strict=True) if clip is None])
         try:
-            self._read(reader, paths, out, workers, progress, cancel, processes=True)
+            self._read(reader, paths, out, workers, progress, cancel, processes=processes)
         except BrokenProcessPool as exc:  # e.g. a script that starts teach without a __main__ guard
             log.warning("keypoint reading processes stopped (%s); reading the other clips in threads", exc)
             self._read(reader, paths, out, workers, progress, cancel, processes=False)
@@ -154,6 +163,20 @@ class KeypointCache:
 
 
 _process_reader: KeypointReader | None = None
+PROCESS_MIN_FRAMES = 3000  # frames to read below which threads read them (about 100 s of one core here)
+
+
+def _frames_at_least(paths: Sequence[Path], frames: int = PROCESS_MIN_FRAMES) -> bool:
+    """Whether the clips hold at least ``frames`` frames (by their containers' counts)."""
+    total = 0
+    for path in paths:
+        try:
+            total += count_frames(path)
+        except DataError:
+            continue  # its reader says what is wrong with it
+        if total >= frames:
+            return True
+    return False
 
 
 def _reading_pool(

@@ -77,7 +77,7 @@ def test_clips_read_in_a_process_per_core_are_what_one_thread_reads_and_are_cach
     paths = sorted(data.glob("*/*.mp4"))[:4]
     alone = KeypointCache(tmp_path / "one").clips(reader, paths, workers=1)
     cache = KeypointCache(tmp_path / "many")
-    spread = cache.clips(reader, paths, workers=2)
+    spread = cache.clips(reader, paths, workers=2, processes=True)
     for one, many in zip(alone, spread, strict=True):
         for name, array in one.to_arrays().items():
             np.testing.assert_allclose(many.to_arrays()[name], array, atol=1e-3, err_msg=name)
@@ -88,7 +88,8 @@ def test_a_clip_that_cannot_be_read_in_a_reading_process_is_one_error_naming_it(
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video" * 100)
     with pytest.raises(DataError, match=r"broken\.mp4: cannot open"):
-        KeypointCache(tmp_path / "cache").clips(ClipReader(), [*sorted(data.glob("*/*.mp4"))[:2], broken], workers=2)
+        clips = [*sorted(data.glob("*/*.mp4"))[:2], broken]
+        KeypointCache(tmp_path / "cache").clips(ClipReader(), clips, workers=2, processes=True)
 
 
 def test_the_live_front_end_computes_what_teaching_computed(data):
