@@ -87,10 +87,10 @@ class SiteConfig:
             roi = "" if cam.roi is None else f", roi {list(cam.roi)}{' px' if cam.roi_pixels else ''}"
             thresholds = f", thresholds {cam.thresholds}" if cam.thresholds else ""
             people = cam.people or self.people
-            roi += f", up to {people} people" if people and people > 1 else ""
+            followed = f", up to {people} people" if people and people > 1 else ""
             lines.append(
-                f"  {cam.name}: {_shown(cam.source)}, model {cam.model or self.model or 'default'}{thresholds}{roi}, "
-                f"evidence {'on' if cam.evidence and self.evidence.dir else 'off'}"
+                f"  {cam.name}: {_shown(cam.source)}, model {cam.model or self.model or 'default'}"
+                f"{thresholds}{roi}{followed}, evidence {'on' if cam.evidence and self.evidence.dir else 'off'}"
             )
         lines.append(f"  sinks: {', '.join(_shown(s) for s in self.sinks) or 'stdout'}")
         ev = self.evidence

@@ -169,10 +169,8 @@ class RayConnection:
         Ray's client can end this process when the head goes away in the middle of a node listing."""
         import ray
 
-        if not self.owns_ray and self.gcs is not None:
-            host, _, port = self.gcs.rpartition(":")
-            if not _answers(host, int(port), timeout_s=1.0):
-                return None
+        if not self.head_alive(every_s=0.0):
+            return None
         answer: list = []
         asking = threading.Thread(target=lambda: answer.append(ray.nodes()), name="dcrn-nodes", daemon=True)
         asking.start()
