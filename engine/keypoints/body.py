@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 NUM_LANDMARKS = 33  # nose, eyes, ears, mouth, shoulders, elbows, wrists, hands, hips, knees, ankles, feet
 LANDMARK_SIZE = 256
 HEATMAP_KERNEL = 7
+# Of the landmark graph's outputs (landmarks, pose flag, segmentation, heatmap, world landmarks) the ones read:
+# the segmentation mask is a third of the graph's work and nothing uses it.
+LANDMARK_OUTPUTS = (0, 1, 3)
 HEATMAP_MIN_CONFIDENCE = 0.5
 
 
@@ -110,7 +113,7 @@ class BodyEncoder:
             raise ValueError(f"max_people must be at least 1, got {config.max_people}")
         self.config = config
         self.detector = Detector(config.detector, POSE_ANCHORS, input_range=(-1.0, 1.0), runtime=config.runtime)
-        self.landmark_graph = Graph(config.landmarks, config.runtime)
+        self.landmark_graph = Graph(config.landmarks, config.runtime, outputs=LANDMARK_OUTPUTS)
 
     def step(self, frame: np.ndarray, state: TrackState) -> tuple[BodyResult, TrackState]:
         """One frame (H, W, 3) uint8 RGB and the state from the previous frame -> people found, next state."""
@@ -148,7 +151,7 @@ class BodyEncoder:
         place the next region, or None when the model says no pose is there."""
         roi = track.roi
         tensor = to_tensor(rois.crop(frame, roi, LANDMARK_SIZE), 0.0, 1.0)
-        raw, flag, _segmentation, heatmap, _world = self.landmark_graph(tensor)
+        raw, flag, heatmap = self.landmark_graph(tensor)
         score = float(flag.reshape(-1)[0])
         if score < self.config.presence_threshold:
             return None

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 NUM_LANDMARKS = 21
 LANDMARK_SIZE = 224
+LANDMARK_OUTPUTS = (0, 1, 2)  # landmarks, hand flag, handedness (not the world landmarks)
 NORMALIZE_Z = 0.4  # MediaPipe's hand landmark z scale (TensorsToLandmarksCalculator normalize_z)
 
 
@@ -75,7 +76,7 @@ class HandsEncoder:
             raise ValueError(f"max_hands must be at least 1, got {config.max_hands}")
         self.config = config
         self.detector = Detector(config.detector, PALM_ANCHORS, input_range=(0.0, 1.0), runtime=config.runtime)
-        self.landmark_graph = Graph(config.landmarks, config.runtime)
+        self.landmark_graph = Graph(config.landmarks, config.runtime, outputs=LANDMARK_OUTPUTS)
 
     def step(self, frame: np.ndarray, state: TrackState) -> tuple[HandsResult, TrackState]:
         """One frame (H, W, 3) uint8 RGB and the state from the previous frame -> hands found, next state."""
@@ -102,7 +103,7 @@ class HandsEncoder:
         """The hand's landmarks in the track's region, or None when the model says no hand is there."""
         roi = track.roi
         tensor = to_tensor(rois.crop(frame, roi, LANDMARK_SIZE), 0.0, 1.0)
-        raw, flag, handedness, _world = self.landmark_graph(tensor)
+        raw, flag, handedness = self.landmark_graph(tensor)
         presence = float(flag.reshape(-1)[0])
         if presence < self.config.presence_threshold:
             return None

@@ -7,6 +7,11 @@ emulated in fp32 arithmetic (``bf16-emulated``, for measuring on CPUs without it
 0.2 px on average at 640x480 and body landmarks by 2.3 px, now and then by tens (docs/KEYPOINTS.md), so
 bf16 is offered, not assumed.
 
+A graph is compiled with only the outputs its reader uses (``outputs``): the rest, and every op that
+feeds nothing else, are cut before compiling. ``pose_landmark_full`` computes a 256x256 segmentation mask
+no encoder reads; without it a call costs 11.5 ms instead of 16.9 here, with the same numbers out
+(docs/KEYPOINTS.md).
+
 ONNX Runtime cannot read ``.tflite``; a GPU runtime would need the graphs converted to ONNX first (not
 done yet: see docs/KEYPOINTS.md). Every graph counts its calls, which is how tests see that the detector
 runs only when tracking is lost.
@@ -47,14 +52,19 @@ def _output_order(name: str) -> int:
 
 
 class Graph:
-    """One keypoint graph compiled for the CPU: ``graph(tensor) -> outputs`` in the graph's output order."""
+    """One keypoint graph compiled for the CPU: ``graph(tensor) -> outputs`` in the graph's output order,
+    or only the outputs at the indices ``outputs`` (in that order), with what computes nothing else cut."""
 
-    def __init__(self, name: str, options: RuntimeOptions = RuntimeOptions()) -> None:
+    def __init__(
+        self, name: str, options: RuntimeOptions = RuntimeOptions(), outputs: tuple[int, ...] | None = None
+    ) -> None:
         self.name = name
         self.path = graph_path(name, cache_dir=options.cache_dir)
         if options.precision not in PRECISIONS:
             raise ValueError(f"keypoint precision must be one of {', '.join(PRECISIONS)}, got {options.precision!r}")
         model = core().read_model(str(self.path))
+        if outputs is not None:
+            model = keep_outputs(model, outputs)
         precision = options.precision
         if precision == "bf16-emulated":
             model, precision = emulate_bf16(model), "fp32"
@@ -84,6 +94,15 @@ class Graph:
             request = self._local.request = self._compiled.create_infer_request()
         results = request.infer({0: tensor}, share_inputs=True, share_outputs=False)  # outputs copied
         return [results[port] for port in self._outputs]
+
+
+def keep_outputs(model: ov.Model, keep: tuple[int, ...]) -> ov.Model:
+    """``model`` with only its outputs at the indices ``keep`` (in the graph's output order), in that order;
+    ops that fed only the others are gone from the new model."""
+    results = sorted(model.get_results(), key=lambda r: _output_order(r.output(0).get_any_name()))
+    if not keep or any(not 0 <= i < len(results) for i in keep) or len(set(keep)) != len(keep):
+        raise ValueError(f"outputs to keep must be distinct indices below {len(results)}, got {keep}")
+    return ov.Model([results[i] for i in keep], model.get_parameters(), model.get_friendly_name())
 
 
 def emulate_bf16(model: ov.Model) -> ov.Model:

@@ -30,6 +30,7 @@ from dcrn.engine.keypoints.body import BodyConfig, BodyEncoder
 from dcrn.engine.keypoints.front import scaled
 from dcrn.engine.keypoints.hands import HandsEncoder
 from dcrn.engine.keypoints.roi import Roi, associate, crop, hand_roi
+from dcrn.engine.keypoints.runtime import Graph, to_tensor
 from dcrn.engine.keypoints.tracking import TrackState
 from dcrn.models.video_io import iter_video
 
@@ -176,6 +177,23 @@ def test_a_person_lying_down_after_a_fall_is_kept_in_the_region_last_read(shared
         if hold:
             assert np.ptp(np.array(hips[-40:]), axis=0).max() < 60  # one person lying still, not a wandering box
     assert found[True] == 1.0 and found[False] < 0.5, found
+
+
+def test_the_landmark_graphs_give_the_same_numbers_without_the_outputs_left_out(body, hands, standing):
+    """The encoders compile their landmark graphs without the outputs they do not read (the body's
+    segmentation mask is a third of its work): what is left must be exactly what the whole graph gives."""
+    _, state = body.step(standing[0], TrackState())
+    (track,) = state.tracks
+    for encoder, keep in ((body, (0, 1, 3)), (hands, (0, 1, 2))):
+        pruned = encoder.landmark_graph
+        whole = Graph(pruned.name)
+        assert len(pruned._outputs) == len(keep) < len(whole._outputs)
+        tensor = to_tensor(crop(standing[1], track.roi, pruned.input_size), 0.0, 1.0)  # a real person crop
+        expected = whole(tensor)
+        for got, index in zip(pruned(tensor), keep, strict=True):
+            np.testing.assert_allclose(got, expected[index], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="distinct indices"):
+        Graph("hand_landmark_lite.tflite", outputs=(0, 4))
 
 
 def test_anchor_counts_match_the_detector_graphs(body, hands):
