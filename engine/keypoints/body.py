@@ -56,6 +56,7 @@ class BodyConfig:
     detection_threshold: float = 0.5  # pose detector score (MediaPipe's min_detection_confidence)
     presence_threshold: float = 0.5  # pose presence below which a person is lost (min_tracking_confidence)
     search_interval: int = 10  # frames between detector runs while some but not max_people are tracked
+    idle_interval: int = 1  # frames between detector runs while nobody is tracked (1: every frame)
     hold_region: bool = True  # a person lost in the predicted region is looked for in the last one read
     detector: str = "pose_detection.tflite"
     landmarks: str = "pose_landmark_full.tflite"
@@ -111,6 +112,11 @@ class BodyEncoder:
     def __init__(self, config: BodyConfig = BodyConfig()) -> None:
         if config.max_people < 1:
             raise ValueError(f"max_people must be at least 1, got {config.max_people}")
+        if min(config.search_interval, config.idle_interval) < 1:
+            raise ValueError(
+                f"search_interval and idle_interval must be at least 1, got "
+                f"{config.search_interval} and {config.idle_interval}"
+            )
         self.config = config
         self.detector = Detector(config.detector, POSE_ANCHORS, input_range=(-1.0, 1.0), runtime=config.runtime)
         self.landmark_graph = Graph(config.landmarks, config.runtime, outputs=LANDMARK_OUTPUTS)
@@ -120,7 +126,7 @@ class BodyEncoder:
         width, height = check_frame(frame)
         cfg = self.config
         tracks, next_id, searched = tracks_with_search(
-            state, width, height, cfg.max_people, cfg.search_interval, lambda: self.find(frame)
+            state, width, height, cfg.max_people, cfg.search_interval, lambda: self.find(frame), cfg.idle_interval
         )
         people: list[Person] = []
         aligners: list[np.ndarray | None] = []

@@ -8,9 +8,11 @@ MediaPipe's hand pipeline, one step per frame with explicit state (a
     result, state = hands.step(frame, state)  # frame (H, W, 3) uint8 RGB
     for hand in result.hands: ...             # landmarks (21, 3) in frame pixels, right, presence
 
-The palm detector (``palm_detection_lite``, 192 px, 2016 anchors) runs on the whole frame when no hand is
-tracked, and every ``search_interval`` frames while fewer than ``max_hands`` are (MediaPipe runs it on
-every such frame: with one hand in view that doubles the cost of every frame). Each tracked hand's
+The palm detector (``palm_detection_lite``, 192 px, 2016 anchors) runs on the whole frame every
+``idle_interval`` frames while no hand is tracked (default 2: a hand coming into view is found a frame
+later at most, and a view without hands costs half), and every ``search_interval`` frames while fewer than
+``max_hands`` are (MediaPipe runs it on every such frame: with one hand in view that doubles the cost of
+every frame). Each tracked hand's
 landmarks (``hand_landmark_lite``, 224 px) are read in the region predicted from its previous landmarks;
 a hand whose presence score falls below ``presence_threshold`` is lost. A new palm that overlaps a
 tracked hand (IoU > 0.5) is that hand, not another.
@@ -48,6 +50,7 @@ class HandsConfig:
     detection_threshold: float = 0.5  # palm detector score (MediaPipe's min_detection_confidence)
     presence_threshold: float = 0.5  # hand presence below which a hand is lost (min_tracking_confidence)
     search_interval: int = 10  # frames between palm searches while some but not max_hands are tracked
+    idle_interval: int = 2  # frames between palm searches while no hand is tracked (1: every frame)
     detector: str = "palm_detection_lite.tflite"
     landmarks: str = "hand_landmark_lite.tflite"
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)  # threads and precision of the graphs
@@ -74,6 +77,11 @@ class HandsEncoder:
     def __init__(self, config: HandsConfig = HandsConfig()) -> None:
         if config.max_hands < 1:
             raise ValueError(f"max_hands must be at least 1, got {config.max_hands}")
+        if min(config.search_interval, config.idle_interval) < 1:
+            raise ValueError(
+                f"search_interval and idle_interval must be at least 1, got "
+                f"{config.search_interval} and {config.idle_interval}"
+            )
         self.config = config
         self.detector = Detector(config.detector, PALM_ANCHORS, input_range=(0.0, 1.0), runtime=config.runtime)
         self.landmark_graph = Graph(config.landmarks, config.runtime, outputs=LANDMARK_OUTPUTS)
@@ -83,7 +91,7 @@ class HandsEncoder:
         width, height = check_frame(frame)
         cfg = self.config
         tracks, next_id, searched = tracks_with_search(
-            state, width, height, cfg.max_hands, cfg.search_interval, lambda: self.find(frame)
+            state, width, height, cfg.max_hands, cfg.search_interval, lambda: self.find(frame), cfg.idle_interval
         )
         hands = [hand for track in tracks if (hand := self.landmarks(frame, track)) is not None]
         next_tracks: list[Track] = []

@@ -33,10 +33,6 @@ class TrackState:
     frames_since_search: int = 0  # frames since the detector last ran
     frame_size: tuple[int, int] | None = None  # (width, height) the regions refer to; None: fresh
 
-    def tracks_for(self, width: int, height: int) -> tuple[Track, ...]:
-        """The tracks, if they refer to frames of this size (another size: none, detection starts over)."""
-        return self.tracks if self.frame_size == (width, height) else ()
-
     def advanced(self, tracks: tuple[Track, ...], next_id: int, searched: bool, size: tuple[int, int]) -> TrackState:
         return replace(
             self,
@@ -47,23 +43,33 @@ class TrackState:
         )
 
 
-def should_search(state: TrackState, tracked: int, wanted: int, interval: int) -> bool:
-    """Whether the detector runs on this frame: always when nothing is tracked; when fewer than ``wanted``
-    are, every ``interval`` frames (1: every frame, MediaPipe's rule); never when all are tracked."""
+def should_search(state: TrackState, tracked: int, wanted: int, interval: int, idle_interval: int = 1) -> bool:
+    """Whether the detector runs on this frame: when nothing is tracked, every ``idle_interval`` frames (1:
+    every frame, MediaPipe's rule; a fresh state always searches); when fewer than ``wanted`` are, every
+    ``interval`` frames; never when all are tracked."""
     if tracked == 0:
-        return True
+        return state.frame_size is None or state.frames_since_search + 1 >= idle_interval
     return tracked < wanted and state.frames_since_search + 1 >= interval
 
 
 def tracks_with_search(
-    state: TrackState, width: int, height: int, wanted: int, interval: int, find: Callable[[], list[Roi]]
+    state: TrackState,
+    width: int,
+    height: int,
+    wanted: int,
+    interval: int,
+    find: Callable[[], list[Roi]],
+    idle_interval: int = 1,
 ) -> tuple[list[Track], int, bool]:
     """The tracks this frame starts from: those carried in ``state``, plus new ones for what the detector
     (``find``, run only when :func:`should_search` says so) found outside them, up to ``wanted``.
-    Returns (tracks, the next free track id, whether the detector ran)."""
-    tracks = list(state.tracks_for(width, height))
+    Returns (tracks, the next free track id, whether the detector ran). A state for frames of another
+    size starts over, searching at once."""
+    if state.frame_size not in (None, (width, height)):
+        state = TrackState(next_id=state.next_id)
+    tracks = list(state.tracks)
     next_id = state.next_id
-    searched = should_search(state, len(tracks), wanted, interval)
+    searched = should_search(state, len(tracks), wanted, interval, idle_interval)
     if searched:
         found = find()
         for i in associate(found, [t.roi for t in tracks])[: wanted - len(tracks)]:

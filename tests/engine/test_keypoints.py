@@ -28,7 +28,7 @@ from dcrn.engine.keypoints.anchors import (
 )
 from dcrn.engine.keypoints.body import BodyConfig, BodyEncoder
 from dcrn.engine.keypoints.front import scaled
-from dcrn.engine.keypoints.hands import HandsEncoder
+from dcrn.engine.keypoints.hands import HandsConfig, HandsEncoder
 from dcrn.engine.keypoints.roi import Roi, associate, crop, hand_roi
 from dcrn.engine.keypoints.runtime import Graph, to_tensor
 from dcrn.engine.keypoints.tracking import TrackState
@@ -148,6 +148,23 @@ def test_tracked_hands_need_no_palm_detection(hands, standing):
         assert len(result.hands) == 2
     assert hands.detector.calls - calls == 1
     assert {t.id for t in state.tracks} == {0, 1}
+
+
+def test_with_no_hand_in_view_the_palm_detector_runs_every_other_frame(hands, standing):
+    height, width = standing[0].shape[:2]
+    wall = cv2.resize(standing[0][:, 420:], (width, height))  # wall and door beside him, at his frames' size
+    calls, state = hands.detector.calls, TrackState()
+    for _ in range(5):
+        result, state = hands.step(wall, state)
+        assert result.hands == ()
+    assert hands.detector.calls - calls == 3  # frames 0, 2, 4
+    seen = []
+    for frame in standing[:3]:  # he comes into view: his hands are found a frame later at most
+        result, state = hands.step(frame, state)
+        seen.append((len(result.hands), result.detector_ran))
+    assert seen == [(0, False), (2, True), (2, False)]
+    with pytest.raises(ValueError, match="idle_interval"):
+        HandsEncoder(HandsConfig(idle_interval=0))
 
 
 def test_several_people_get_their_own_tracks(shared_dir):
