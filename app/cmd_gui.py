@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dcrn.app.argtypes import bounded
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -28,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Remembered in the settings; --evidence '' turns it off",
     )
     parser.add_argument(
+        "--people",
+        type=bounded(int, 1, 16, name="people"),
+        default=1,
+        metavar="N",
+        help="models taught on the body: follow up to N people, each with their own decision drawn above them "
+        "and their own events (default 1: the largest person)",
+    )
+    parser.add_argument(
         "--settings",
         metavar="PATH",
         help="keep the window's settings in this INI file instead of the per-user location (also $DCRN_GUI_SETTINGS)",
@@ -44,4 +54,5 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         settings_path=args.settings,
         evidence=args.evidence,
+        people=args.people,
     )

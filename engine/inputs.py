@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dcrn.engine.frames import Roi
+from dcrn.engine.people import slot_name
 from dcrn.engine.preprocess import Preprocessor
 from dcrn.engine.ring.frame_ring import RingFrame
 from dcrn.engine.slots import StateSlots
@@ -86,13 +87,15 @@ class ModelInputs:
 
     def explained(self, name: str, slots: StateSlots):
         """(the stream's newest FrontResult, :func:`dcrn.models.explain.shares` of its current memory), or None
-        for an ordinary model or a stream without a frame yet. On the thread that steps ``slots``."""
+        for an ordinary model or a stream without a frame yet. With several people followed, the memory is
+        the first person's (whose prediction the window shows). On the thread that steps ``slots``."""
         result = self.last(name)
         if result is None or name not in slots.streams:
             return None
         from dcrn.models.explain import shares
 
-        (memory,) = slots.gather([name])
+        first = slot_name(name, result.rows[0][0]) if result.rows else name
+        (memory,) = slots.gather([first if first in slots.streams else name])
         return result, shares(self.model, memory[0].float().cpu().numpy())
 
     def last(self, name: str):

@@ -76,7 +76,9 @@ class Pipeline(CaptureEvents):
 
     ``on_frame(frame, prediction)`` is called on the pipeline's thread for every stepped frame, after the
     records were written; ``frame.image`` is valid only during the call (copy what you keep). Keep it
-    cheap. ``on_record(record)`` sees every record (predictions, events, stats) after the sinks.
+    cheap. With several people followed (``config.people``), ``prediction`` is the first person's with
+    ``"people"``: ``{"person", "label", "score"}`` of every person in the frame. ``on_record(record)`` sees
+    every record (predictions, events, stats) after the sinks.
     """
 
     def __init__(
@@ -343,7 +345,7 @@ class Pipeline(CaptureEvents):
                     sink=(written - t2) * 1000.0,
                     total=(written - frame.captured) * 1000.0,
                 )
-                self._call_on_frame(frame, prediction)
+                self._call_on_frame(frame, _for_window(prediction, [p for p, _ in outputs]))
                 if limit is not None and stream.frames >= limit:
                     log.info("%s: %d frames done", stream.name, stream.frames)
                     stream.finished = True
@@ -483,3 +485,9 @@ class Pipeline(CaptureEvents):
             if not batch:
                 return
             self._process(batch)
+
+
+def _for_window(prediction: dict, rows: list[dict]) -> dict:
+    """The prediction ``on_frame`` gets: the stream's, or its first person's with every person's decision."""
+    people = [{"person": r["person"], "label": r["label"], "score": r["score"]} for r in rows if "person" in r]
+    return {**prediction, "people": people} if people else prediction

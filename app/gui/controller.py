@@ -78,13 +78,16 @@ def describe_model(model: str) -> str:
 
 
 class Controller(QObject):
-    def __init__(self, window: MainWindow, store: SettingsStore, *, backend: str = "auto", device: str = "auto"):
+    def __init__(
+        self, window: MainWindow, store: SettingsStore, *, backend: str = "auto", device: str = "auto", people: int = 1
+    ):
         super().__init__(window)
         self.window = window
         self.store = store
         self.settings: GuiSettings = store.load()
         self.backend = backend
         self.device = device
+        self.people = people  # a model taught on the body follows up to this many people
         self.timeout_s = SessionSpec.timeout_s  # network open / read timeout of new sessions
         self.worker: EngineWorker | None = None
         self.stopping: list[EngineWorker] = []
@@ -166,6 +169,7 @@ class Controller(QObject):
             self.device,
             timeout_s=self.timeout_s,
             evidence_dir=self.settings.evidence_dir or None,
+            people=self.people,
         )
         worker = EngineWorker(spec, self)
         queued = Qt.ConnectionType.QueuedConnection

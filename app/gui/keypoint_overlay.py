@@ -6,6 +6,8 @@ thread: plain arrays in the displayed frame's pixels, no engine object crosses t
 visibility < ``MIN_VISIBILITY`` left out), each hand's 21 points and finger lines, the tracked regions as
 thin rotated squares, and the joints of the part that drives the decision most, larger and coloured by
 its sign. :func:`explanation` is the line written under the label: "fall: left leg +42%, torso +20%".
+With several people followed (``dcrn gui --people N``), each person's own decision is written above their
+head ("#3 fall 92%"), so the window answers who did what.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PyQt6.QtCore import QLineF, QPointF, QRect, QSize, Qt
-from PyQt6.QtGui import QColor, QPainter, QPen, QPolygonF
+from PyQt6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen, QPolygonF
 
 MIN_VISIBILITY = 0.5  # body landmarks less visible than this are not drawn
 EXPLAINED_PARTS = 4  # parts named in the explanation line
@@ -56,6 +58,8 @@ HAND_JOINT = QColor(255, 230, 90)
 REGION = QColor(255, 255, 255, 120)
 FOR_COLOR = QColor(60, 230, 110)  # the top part speaks for the decision
 AGAINST_COLOR = QColor(255, 70, 70)  # ... or against it
+TAG_BACK = QColor(0, 0, 0, 170)  # behind a person's own decision
+TAG_TEXT = QColor(255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Keypoints:
     regions: tuple[np.ndarray, ...] = ()  # per tracked hand or person: (4, 2) corners of its rotated square
     label: str = ""  # the decision explained
     parts: tuple[tuple[str, float], ...] = ()  # (part, share in [-1, 1]), the largest share first
+    tags: tuple[str, ...] = ()  # per person (several people followed): their own decision, "" where none
 
     def top_joints(self) -> tuple[str, tuple[int, ...], float]:
         """The part with the largest share that names landmarks: ("person" or "hand K", indices, share)."""
@@ -115,7 +120,29 @@ def paint_keypoints(painter: QPainter, rect: QRect, frame: QSize, keypoints: Key
         _draw(painter, points, HAND_CONNECTIONS, np.arange(len(points)), HAND_LINE, HAND_JOINT, width)
         if owner == f"hand {k + 1}":
             _dots(painter, points[list(highlight)], FOR_COLOR if share >= 0 else AGAINST_COLOR, 4 * width)
+    for person, tag in zip(keypoints.people, keypoints.tags, strict=False):
+        shown = person[:, 2] >= MIN_VISIBILITY
+        if tag and shown.any():
+            top = person[shown, :2] * scale + offset
+            _tag(painter, tag, float(np.median(top[:, 0])), float(top[:, 1].min()), rect)
     painter.restore()
+
+
+def _tag(painter: QPainter, text: str, x: float, y: float, rect: QRect) -> None:
+    """``text`` in a dark box centred on ``x``, its bottom just above ``y`` (kept inside ``rect``)."""
+    font = QFont()
+    font.setPixelSize(max(10, rect.height() // 32))
+    font.setBold(True)
+    metrics = QFontMetrics(font)
+    pad = metrics.height() // 4
+    width, height = metrics.horizontalAdvance(text) + 2 * pad, metrics.height() + pad
+    left = min(max(x - width / 2, rect.left()), rect.right() - width)
+    top = min(max(y - height - pad, rect.top()), rect.bottom() - height)
+    box = QRect(int(left), int(top), int(width), int(height))
+    painter.fillRect(box, TAG_BACK)
+    painter.setFont(font)
+    painter.setPen(TAG_TEXT)
+    painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
 
 
 def _draw(painter: QPainter, points: np.ndarray, lines, joints: np.ndarray, line: QColor, joint: QColor, width):

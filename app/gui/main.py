@@ -63,16 +63,17 @@ def build(
     backend: str = "auto",
     device: str = "auto",
     evidence: str | None = None,
+    people: int = 1,
 ) -> Gui:
     """The application, window and controller, wired; nothing started yet.
 
     ``evidence``: the folder for clips and snapshots of actions (kept in the settings; "" turns it off,
-    None keeps the remembered one).
+    None keeps the remembered one). ``people``: how many people a model taught on the body follows.
     """
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("DCRN Live")
     window = MainWindow()
-    controller = Controller(window, SettingsStore(settings_path), backend=backend, device=device)
+    controller = Controller(window, SettingsStore(settings_path), backend=backend, device=device, people=people)
     if evidence is not None:
         controller.settings.evidence_dir = str(Path(evidence).expanduser().resolve()) if evidence else ""
     wire_shortcuts(window)
@@ -115,9 +116,10 @@ def run_gui(
     device: str = "auto",
     settings_path: str | os.PathLike | None = None,
     evidence: str | None = None,
+    people: int = 1,
 ) -> int:
     """Open the window and start on ``source`` / ``model`` (default: the last ones used); returns 0."""
-    gui = build(settings_path, backend=backend, device=device, evidence=evidence)
+    gui = build(settings_path, backend=backend, device=device, evidence=evidence, people=people)
     gui.app.setQuitOnLastWindowClosed(True)
     gui.window.show()
     gui.controller.start(source=source, model=model)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -82,6 +82,7 @@ class SessionSpec:
     loop: bool = False  # video files play once and end (status 'ended'); True restarts them
     timeout_s: float = 5.0  # network sources: open timeout, and no frame for this long -> the stream is lost
     evidence_dir: str | None = None  # clips and snapshots of actions (docs/evidence.md); None: none
+    people: int = 1  # a model taught on the body follows up to this many people, each with their own decision
 
 
 @dataclass
@@ -176,6 +177,7 @@ class EngineWorker(QObject):
                 postprocess=PostprocessConfig(top_k=TOP_K),
                 threads=1,  # as `dcrn run`: the capture, pipeline and Qt threads share the cores
                 evidence_dir=self.spec.evidence_dir,  # events then name their `clip` and `snapshot`
+                people=self.spec.people,
             )
             pipeline = Pipeline(config, on_frame=self._on_frame, on_record=self._on_record)
             with self._lock:
@@ -232,18 +234,19 @@ class EngineWorker(QObject):
         truth = None
         if frame.label is not None and 0 <= frame.label < len(self._labels):
             truth = self._labels[frame.label]
-        keypoints = self._keypoints(frame.stream)
+        keypoints = self._keypoints(frame.stream, prediction.get("people", ()))
         self.frame_ready.emit(Shown(to_qimage(frame.image), dict(prediction), frame.captured, truth, keypoints))
 
-    def _keypoints(self, stream: str) -> Keypoints | None:
-        """A keypoint model's landmarks of the stream's newest frame as window-side copies (else None)."""
+    def _keypoints(self, stream: str, people: Sequence[dict] = ()) -> Keypoints | None:
+        """A keypoint model's landmarks of the stream's newest frame as window-side copies (else None), with
+        each person's decision (``people``: the pipeline's per-person ``person``, ``label``, ``score``)."""
         with self._lock:
             pipeline = self._pipeline
         if pipeline is None or not pipeline.model.takes_vectors or self._keypoints_failed:
             return None
         try:
             found = pipeline.keypoints(stream)
-            return None if found is None else to_keypoints(*found)
+            return None if found is None else to_keypoints(*found, people=people)
         except Exception:  # a bug here must not stop the frames (a frame posted is a frame counted in flight)
             log.exception("reading the landmarks for the window failed; frames are shown without them")
             self._keypoints_failed = True
@@ -270,11 +273,12 @@ def to_qimage(image: np.ndarray) -> QImage:
     return QImage(image.data, width, height, image.strides[0], QImage.Format.Format_RGB888).copy()
 
 
-def to_keypoints(result: FrontResult, explained: dict) -> Keypoints:
+def to_keypoints(result: FrontResult, explained: dict, people: Sequence[dict] = ()) -> Keypoints:
     """A FrontResult and its explanation (:meth:`Pipeline.keypoints`) -> copies in the displayed frame's pixels
-    (the keypoint graphs saw the frame scaled down by ``result.scale``)."""
+    (the keypoint graphs saw the frame scaled down by ``result.scale``); ``people``' decisions (several people
+    followed) become each person's tag, "#id label score"."""
     scale = np.float32(result.scale)
-    people = tuple(
+    shown = tuple(
         np.column_stack([p.landmarks[:, :2] * scale, p.visibility]).astype(np.float32) for p in result.keypoints.people
     )
     hands = tuple((h.landmarks[:, :2] * scale).astype(np.float32) for h in hand_order(result.keypoints.hands))
@@ -284,7 +288,16 @@ def to_keypoints(result: FrontResult, explained: dict) -> Keypoints:
     ]
     regions = tuple((t.roi.corners() * scale).astype(np.float32) for t in tracked)
     parts = tuple((str(name), float(share)) for name, share in explained.get("parts", ()))
-    return Keypoints(people, hands, regions, str(explained.get("label", "")), parts)
+    decided = {d["person"]: d for d in people}
+    tags = tuple(_tag(decided.get(p.id), p.id) for p in result.keypoints.people) if decided else ()
+    return Keypoints(shown, hands, regions, str(explained.get("label", "")), parts, tags)
+
+
+def _tag(decision: dict | None, person: int) -> str:
+    if decision is None:
+        return ""
+    score = decision.get("score")
+    return f"#{person} {decision['label']}" + ("" if score is None else f" {float(score):.0%}")
 
 
 def redact_text(text: str, uri: str) -> str:

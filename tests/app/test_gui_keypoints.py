@@ -31,6 +31,7 @@ from dcrn.app.gui.keypoint_overlay import (
     FOR_COLOR,
     HAND_JOINT,
     MIN_VISIBILITY,
+    TAG_TEXT,
     Keypoints,
 )
 from dcrn.app.gui.main import Gui
@@ -46,6 +47,7 @@ from tests.fixtures.gui import teach_window
 pytestmark = pytest.mark.gui
 
 PERSON = "gmdcsa24/Subject 1/ADL/10.mp4"
+CORRIDOR = "fight-cctv/noFight/nofi075.mp4"  # two people walk down a corridor side by side
 FRAMES = 40
 FIRST_FRAME_S = 30.0  # the keypoint graphs compile before the first frame; generous for a loaded 2-core machine
 CHECK_S = 40.0  # a clip's hands and bodies found off the GUI thread (the graphs compile first)
@@ -128,6 +130,39 @@ def test_a_body_model_draws_the_skeleton_over_the_person_and_names_the_parts_tha
     on_joints = [picture.pixelColor(int(px), int(py)).rgb() in drawn for px, py, _ in visible]
     assert np.mean(on_joints) > 0.8, "a dot is drawn on every visible joint"
     assert view.grab().save(str(tmp_path / "window.png"))
+
+
+def test_with_several_people_each_one_s_own_decision_is_drawn_above_them(qtbot, gui, shared_dir, body_model, tmp_path):
+    frames, fps = read_video(shared_dir / "data" / CORRIDOR, None, max_frames=60)
+    clip = write_video(tmp_path / "corridor.mp4", frames, fps or 25.0)
+    gui.controller.people = 2  # as `dcrn gui --people 2`
+    gui.controller.start(source=str(clip), model=str(body_model))
+    view = gui.window.view
+
+    def both_tagged() -> bool:
+        keypoints = view.overlay.keypoints
+        return keypoints is not None and len(keypoints.people) == 2 and all(keypoints.tags)
+
+    qtbot.waitUntil(both_tagged, timeout=int(FIRST_FRAME_S * 1000))
+    keypoints, picture = view.overlay.keypoints, view.snapshot()  # the same frame: no event ran in between
+    ids = []
+    for tag in keypoints.tags:  # "#3 daily 51%"
+        person, label, score = tag.split(" ")
+        ids.append(int(person.removeprefix("#")))
+        assert label in ("daily", "fall") and score.endswith("%"), tag
+    assert len(set(ids)) == 2, "two people, two ids"
+    assert any(share != 0 for _, share in keypoints.parts), "explained from the first person's own memory"
+    assert picture.save(str(tmp_path / "people.png"))
+    white = TAG_TEXT.rgb()
+    for person in keypoints.people:
+        visible = person[person[:, 2] >= MIN_VISIBILITY]
+        x, top = int(np.median(visible[:, 0])), int(visible[:, 1].min())
+        above = [
+            picture.pixelColor(px, py).rgb() == white
+            for px in range(max(0, x - 50), min(picture.width(), x + 50))
+            for py in range(max(0, top - 40), max(0, top - 4))
+        ]
+        assert sum(above) >= 10, "the person's decision is written just above their head"
 
 
 def test_a_clip_with_nobody_in_view_gets_a_warning_in_the_teach_tab(qtbot, gui, empty_clip, model):

@@ -184,8 +184,10 @@ def test_several_people_get_their_own_state_predictions_and_events(shared_dir, t
         include_logits=True,
         pace=False,
     )
-    Pipeline(config, on_record=records.append).run()
+    shown: list[dict] = []  # what a window gets: the first person's prediction with every person's decision
+    Pipeline(config, on_record=records.append, on_frame=lambda frame, p: shown.append(p)).run()
     predictions = [r for r in records if r["type"] == "prediction"]
+    assert not any("people" in r for r in predictions), "the records themselves stay one per person"
     by_frame: dict[int, list[dict]] = {}
     for record in predictions:
         by_frame.setdefault(record["frame"], []).append(record)
@@ -195,6 +197,12 @@ def test_several_people_get_their_own_state_predictions_and_events(shared_dir, t
     a, b = both[-1]
     assert a["person"] != b["person"]
     assert not np.allclose(a["logits"], b["logits"]), "two people: two states, two predictions"
+    for window in shown:
+        rows = by_frame[window["frame"]]
+        if len(rows) == 2:
+            decided = {(r["person"], r["label"], r["score"]) for r in rows}
+            assert {(p["person"], p["label"], p["score"]) for p in window["people"]} == decided
+    assert sum(len(w.get("people", ())) == 2 for w in shown) == len(both)
     people = {r.get("person") for r in predictions}
     assert len(people - {None}) >= 2
     ended = [r for r in records if r.get("event") == "action_ended" and "person" in r]

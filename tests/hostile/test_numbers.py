@@ -38,6 +38,8 @@ CASES = [
     (RUN, "--window", "0"),
     (RUN, "--min-frames", "-3"),
     (RUN, "--threads", "5000"),
+    (RUN, "--people", "17"),
+    (["gui"], "--people", "0"),
     (["demo", "--max-frames", "2"], "--fps", "nan"),
     (["demo", "--max-frames", "2"], "--fps", "1e9"),
     (RECORD, "--seconds", "nan"),
