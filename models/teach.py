@@ -248,14 +248,12 @@ def teach(options: TeachOptions) -> TeachReport:
     paths = [s.path for s in index.samples]
     cache_root = options.cache_dir or Path(options.data) / ".cache" / "features"
     flow_model = DCRN(teach_config(index.classes)).eval()
-    flows = FeatureCache(cache_root)
-    found: dict[str, float] = {}
-    if options.keypoints is None:
-        inputs = {"flow": flows.features(flow_model, paths, options.progress, options.cancel)}
-    else:
-        keypoints = KeypointCache(Path(cache_root) / "keypoints")
-        flow, clips = _flow_beside_keypoints(flows, flow_model, keypoints, paths, options)
-        inputs = {"flow": flow}
+    flow = FeatureCache(cache_root).features(flow_model, paths, options.progress, options.cancel)
+    inputs, found = {"flow": flow}, {}
+    if options.keypoints is not None:
+        clips = KeypointCache(Path(cache_root) / "keypoints").clips(
+            options.keypoints, paths, options.progress, options.cancel, workers=options.workers
+        )
         frames = [clip.frames() for clip in clips]
         total = max(sum(len(f) for f in frames), 1)
         for kind in ("hands", "body"):
@@ -311,59 +309,6 @@ def teach(options: TeachOptions) -> TeachReport:
     save_checkpoint(options.out, model, meta={"taught": report.to_dict(), "data": str(options.data)})
     log.info("saved %s", options.out)
     return report
-
-
-class _Stop:
-    """A cancel flag for one of two jobs side by side: set when the caller cancels or the other job failed."""
-
-    def __init__(self, caller: threading.Event | None) -> None:
-        self.caller, self.failed = caller, threading.Event()
-
-    def is_set(self) -> bool:
-        return self.failed.is_set() or (self.caller is not None and self.caller.is_set())
-
-
-def _flow_beside_keypoints(flows: FeatureCache, flow_model: DCRN, keypoints: KeypointCache, paths, options):
-    """Every clip's flow features and keypoints. The flow is computed in a thread while the keypoints are
-    read (a process per core on larger sets), so it takes a share of the cores instead of running first on
-    one of them alone (docs/TEACH.md, teach time). Progress is the keypoints' (the longer job), then the
-    flow's if it is still running (all keypoints cached). When either job fails or the caller cancels, the
-    other stops after its current clip."""
-    stop, read, lock = _Stop(options.cancel), threading.Event(), threading.Lock()
-    last: list[tuple[str, int, int]] = []  # the flow's latest progress
-
-    def flow_progress(stage: str, done: int, total: int) -> None:
-        with lock:
-            last[:] = [(stage, done, total)]
-            if read.is_set():
-                _report(options.progress, stage, done, total)
-
-    def flow_job() -> list[np.ndarray]:
-        try:
-            return flows.features(flow_model, paths, flow_progress, stop)
-        except BaseException:
-            stop.failed.set()
-            raise
-
-    with ThreadPoolExecutor(1, thread_name_prefix="dcrn-teach-flow") as side:
-        flow = side.submit(flow_job)
-        try:
-            clips = keypoints.clips(options.keypoints, paths, options.progress, stop, workers=options.workers)
-        except TeachCancelled:
-            stop.failed.set()
-            if options.cancel is None or not options.cancel.is_set():  # stopped because the flow failed
-                error = flow.exception()  # waits for it: the flow is ending
-                if error is not None and not isinstance(error, TeachCancelled):
-                    raise error from None
-            raise
-        except BaseException:
-            stop.failed.set()
-            raise
-        with lock:  # the keypoints are read: the flow's progress from here on (where it is, then each clip)
-            read.set()
-            for stage, done, total in last:
-                _report(options.progress, stage, done, total)
-        return flow.result(), clips
 
 
 def choose_candidate(tried: list[_Tried], labels: np.ndarray) -> _Tried:

@@ -289,11 +289,12 @@ def to_keypoints(result: FrontResult, explained: dict, people: Sequence[dict] = 
     regions = tuple((t.roi.corners() * scale).astype(np.float32) for t in tracked)
     parts = tuple((str(name), float(share)) for name, share in explained.get("parts", ()))
     decided = {d["person"]: d for d in people}
-    tags = tuple(_tag(decided.get(p.id), p.id) for p in result.keypoints.people) if decided else ()
+    tags = tuple(_person_tag(decided.get(p.id), p.id) for p in result.keypoints.people) if decided else ()
     return Keypoints(shown, hands, regions, str(explained.get("label", "")), parts, tags)
 
 
-def _tag(decision: dict | None, person: int) -> str:
+def _person_tag(decision: dict | None, person: int) -> str:
+    """A person's tag, "#3 fall 92%" (id, decision, score), or "" when they have no decision."""
     if decision is None:
         return ""
     score = decision.get("score")

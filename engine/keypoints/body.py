@@ -37,7 +37,7 @@ from dcrn.engine.keypoints.anchors import POSE_ANCHORS, sigmoid, weighted_nms
 from dcrn.engine.keypoints.detector import Detector
 from dcrn.engine.keypoints.roi import Roi
 from dcrn.engine.keypoints.runtime import Graph, RuntimeOptions, to_tensor
-from dcrn.engine.keypoints.tracking import Track, TrackState, check_frame, tracks_with_search
+from dcrn.engine.keypoints.tracking import Track, TrackState, check_frame, check_search, tracks_with_search
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,7 @@ class BodyEncoder:
     """Pose landmarks of up to ``max_people`` people per frame, tracked from frame to frame."""
 
     def __init__(self, config: BodyConfig = BodyConfig()) -> None:
-        if config.max_people < 1:
-            raise ValueError(f"max_people must be at least 1, got {config.max_people}")
-        if min(config.search_interval, config.idle_interval) < 1:
-            raise ValueError(
-                f"search_interval and idle_interval must be at least 1, got "
-                f"{config.search_interval} and {config.idle_interval}"
-            )
+        check_search(config.max_people, config.search_interval, config.idle_interval, "max_people")
         self.config = config
         self.detector = Detector(config.detector, POSE_ANCHORS, input_range=(-1.0, 1.0), runtime=config.runtime)
         self.landmark_graph = Graph(config.landmarks, config.runtime, outputs=LANDMARK_OUTPUTS)

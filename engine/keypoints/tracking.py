@@ -43,6 +43,14 @@ class TrackState:
         )
 
 
+def check_search(wanted: int, interval: int, idle_interval: int, what: str) -> None:
+    """An encoder's search settings: at least one ``what`` wanted, intervals of at least one frame."""
+    if wanted < 1:
+        raise ValueError(f"{what} must be at least 1, got {wanted}")
+    if min(interval, idle_interval) < 1:
+        raise ValueError(f"search_interval and idle_interval must be at least 1, got {interval} and {idle_interval}")
+
+
 def should_search(state: TrackState, tracked: int, wanted: int, interval: int, idle_interval: int = 1) -> bool:
     """Whether the detector runs on this frame: when nothing is tracked, every ``idle_interval`` frames (1:
     every frame, MediaPipe's rule; a fresh state always searches); when fewer than ``wanted`` are, every

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 import subprocess
 import sys
 
@@ -91,28 +90,6 @@ def test_a_clip_that_cannot_be_read_in_a_reading_process_is_one_error_naming_it(
     with pytest.raises(DataError, match=r"broken\.mp4: cannot open"):
         clips = [*sorted(data.glob("*/*.mp4"))[:2], broken]
         KeypointCache(tmp_path / "cache").clips(ClipReader(), clips, workers=2, processes=True)
-
-
-def test_flow_computed_beside_the_keypoints_shows_its_progress_and_a_broken_clip_is_one_error(data, tmp_path):
-    root, cache = tmp_path / "data", tmp_path / "cache"
-    shutil.copytree(data, root, ignore=shutil.ignore_patterns(".cache"))
-    stages: list[tuple[str, int, int]] = []
-    options = TeachOptions(
-        data=root, out=tmp_path / "m.pt", cache_dir=cache, keypoints=ClipReader(), kinds=(("body",),),
-        progress=lambda *stage: stages.append(stage),
-    )  # fmt: skip
-    teach(options)
-    assert ("keypoints", 6, 6) in stages and ("features", 6, 6) in stages
-    assert stages.index(("keypoints", 6, 6)) < stages.index(("features", 6, 6)) < stages.index(("training", 1, 1))
-    for flow in cache.glob("*.npy"):  # the flow features gone, the keypoints cached (the window's Train)
-        flow.unlink()
-    stages.clear()
-    teach(options)
-    assert [s for s in stages if s[0] == "features"][-1] == ("features", 6, 6), "the flow's progress is shown"
-    (root / "nobody" / "n0.mp4").write_bytes(b"not a video" * 100)
-    with pytest.raises(DataError, match=r"n0\.mp4: cannot open") as info:
-        teach(options)
-    assert "\n" not in str(info.value)
 
 
 def test_the_live_front_end_computes_what_teaching_computed(data):
